@@ -1,0 +1,80 @@
+"""Typed errors: each carries a stable machine-readable code and the HTTP status it maps to.
+
+Direct invokes see the exception itself (type + message); HTTP callers see
+``{"error": {"code": ..., "message": ...}}`` with ``http_status``.
+"""
+
+from __future__ import annotations
+
+
+class PoseError(Exception):
+    """Base class of every error the function reports to a caller."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(PoseError):
+    """Malformed event/JSON, missing or mistyped field, bad base64."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class TargetNotAllowed(PoseError):
+    """URL scheme or resolved address is not allowed (SSRF guard)."""
+
+    code = "target_not_allowed"
+    http_status = 403
+
+
+class NotFound(PoseError):
+    code = "not_found"
+    http_status = 404
+
+
+class MethodNotAllowed(PoseError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
+class PayloadTooLarge(PoseError):
+    """Image, download or request body over the configured byte limit."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class UnsupportedImage(PoseError):
+    """Not an image, or an image format outside the allow-list."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class UnusableImage(PoseError):
+    """The image decodes but cannot be used (too many pixels, truncated, degenerate)."""
+
+    code = "unprocessable_image"
+    http_status = 422
+
+
+class UpstreamError(PoseError):
+    """The image host answered with an error status, bad TLS, or broke the connection."""
+
+    code = "upstream_error"
+    http_status = 502
+
+
+class UpstreamTimeout(PoseError):
+    """The image host did not answer within the timeouts/deadline."""
+
+    code = "upstream_timeout"
+    http_status = 504
