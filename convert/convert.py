@@ -1,0 +1,268 @@
+"""Convert a Keras model to a TFLite flatbuffer, verify it, and write its metadata.
+
+Variants:
+  float32       plain conversion
+  float16       weights stored as float16 (half the size, float compute)
+  dynamic_int8  dynamic-range quantization: int8 weights, activations quantized on the fly
+  full_int8     full-integer quantization calibrated on representative training images
+                (float32 input/output tensors kept, so callers feed the same array)
+
+After converting, the flatbuffer is run through the serving runtime on validation images
+and compared with the Keras model; a variant whose top-1 agreement or probability
+difference is beyond the thresholds is refused (nothing written).
+
+Usage::
+
+    python -m convert.convert build/yoga-xception.keras --variant float16 \
+        --output model/yoga-pose.tflite --data ../shared/data/yoga
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from yogapose.metadata import ModelMetadata, Preprocessing, sha256_file, write_metadata
+
+from .data import class_names_of, file_sha256, list_images, scale, to_uint8
+
+VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
+# Largest acceptable |p_tflite - p_keras| per variant: quantized variants legitimately move
+# probabilities; the top-1 agreement threshold is what guards correctness.
+DEFAULT_MAX_DIFF = {"float32": 1e-3, "float16": 0.05, "dynamic_int8": 0.5, "full_int8": 0.6}
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
+class VerificationError(RuntimeError):
+    """The converted flatbuffer disagrees with the Keras model beyond the thresholds."""
+
+
+@dataclass
+class Verification:
+    images: int
+    top1_agreement: float
+    max_abs_diff: float
+    mean_abs_diff: float
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "top1_agreement": round(self.top1_agreement, 6),
+            "max_abs_prob_diff": float(f"{self.max_abs_diff:.6g}"),
+            "mean_abs_prob_diff": float(f"{self.mean_abs_diff:.6g}"),
+        }
+
+
+def convert_keras(model, variant: str, representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:
+    """Keras model -> flatbuffer bytes for one of :data:`VARIANTS`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "full_int8":
+        if representative is None:
+            raise ValueError("full_int8 needs representative images")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def representative_from(images: np.ndarray, prep: Preprocessing) -> Callable[[], Iterable[list[np.ndarray]]]:
+    """Calibration generator over uint8 training images (scaled exactly as served)."""
+
+    def gen():
+        for img in images:
+            yield [scale(img[None], prep)]
+
+    return gen
+
+
+def sample_train_images(train_dir: Path, class_names: list[str], prep: Preprocessing, n: int, seed: int) -> np.ndarray:
+    """A class-stratified random sample of training images for calibration."""
+    items = list_images(train_dir, class_names)
+    rng = np.random.default_rng(seed)
+    picks: list[Path] = []
+    per_class = max(1, n // len(class_names))
+    for c in range(len(class_names)):
+        files = [p for p, label in items if label == c]
+        rng.shuffle(files)
+        picks.extend(files[:per_class])
+    return np.stack([to_uint8(p, prep) for p in picks]) if picks else np.empty((0,) + tuple(prep.size[::-1]) + (3,), np.uint8)
+
+
+def tflite_predict(model_path: Path, inputs: np.ndarray, num_threads: int = 2) -> np.ndarray:
+    """Probabilities from the serving runtime for a stack of (H, W, 3) float inputs."""
+    from yogapose.runtime import Model
+
+    model = Model.load(model_path, num_threads=num_threads)
+    return np.concatenate([np.asarray(model.predict(x[None]), dtype=np.float32).reshape(1, -1) for x in inputs])
+
+
+def verify(keras_probs: np.ndarray, tflite_probs: np.ndarray) -> Verification:
+    agree = float((keras_probs.argmax(1) == tflite_probs.argmax(1)).mean())
+    diff = np.abs(keras_probs - tflite_probs)
+    return Verification(len(keras_probs), agree, float(diff.max()), float(diff.mean()))
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "numpy", "pillow"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def build_metadata(
+    model_path: Path,
+    class_names: list[str],
+    prep: Preprocessing,
+    variant: str,
+    verification: Verification,
+    extra: dict | None = None,
+) -> ModelMetadata:
+    size = prep.size
+    return ModelMetadata(
+        name="yoga-pose-xception",
+        model_file=model_path.name,
+        sha256=sha256_file(model_path),
+        labels=tuple(class_names),
+        input_shape=(1, size[1], size[0], 3),
+        input_dtype="float32",
+        preprocessing=prep,
+        quantization=variant,
+        extra={"verification": verification.to_dict(), "versions": library_versions(), **(extra or {})},
+    )
+
+
+def convert_and_verify(
+    keras_model,
+    variant: str,
+    output: Path,
+    class_names: list[str],
+    prep: Preprocessing,
+    val_inputs: np.ndarray,
+    keras_probs: np.ndarray,
+    representative: Callable | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    max_diff: float | None = None,
+    extra: dict | None = None,
+) -> ModelMetadata:
+    """Convert, verify against Keras on ``val_inputs`` and only then write model + metadata.
+
+    Raises :class:`VerificationError` (and writes nothing) when the flatbuffer disagrees.
+    """
+    flatbuffer = convert_keras(keras_model, variant, representative)
+    max_diff = DEFAULT_MAX_DIFF[variant] if max_diff is None else max_diff
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        candidate = Path(tmp) / output.name
+        candidate.write_bytes(flatbuffer)
+        # Metadata first (the runtime reads it and checks the sha256), then verify.
+        provisional = build_metadata(candidate, class_names, prep, variant, Verification(0, 0.0, 0.0, 0.0), extra)
+        write_metadata(provisional, candidate)
+        tfl_probs = tflite_predict(candidate, val_inputs)
+        result = verify(keras_probs, tfl_probs)
+        if result.top1_agreement < min_agreement or result.max_abs_diff > max_diff:
+            raise VerificationError(
+                f"{variant}: top-1 agreement {result.top1_agreement:.4f} (min {min_agreement}), "
+                f"max |dp| {result.max_abs_diff:.4g} (max {max_diff}) on {result.images} images; not written"
+            )
+        os.replace(candidate, output)
+    meta = build_metadata(output, class_names, prep, variant, result, extra)
+    write_metadata(meta, output)
+    return meta
+
+
+def load_keras(path: Path):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras.models.load_model(path, compile=False)
+
+
+def load_val_inputs(val_dir: Path, class_names: list[str], prep: Preprocessing, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    items = list_images(val_dir, class_names)
+    if limit:
+        items = items[:limit]
+    images = np.stack([to_uint8(p, prep) for p, _ in items])
+    return scale(images, prep), np.array([c for _, c in items])
+
+
+def training_info(keras_path: Path) -> dict:
+    info_path = Path(keras_path).with_suffix(".train.json")
+    if not info_path.is_file():
+        return {}
+    info = json.loads(info_path.read_text())
+    return {
+        "training": {
+            "recipe": info.get("recipe"),
+            "manifest_sha256": info.get("manifest_sha256"),
+            "train_images": info.get("train_images"),
+            "val_images": info.get("val_images"),
+            "seconds": info.get("seconds"),
+            "keras_val_accuracy": info.get("val_accuracy_keras"),
+        }
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Convert a Keras model to TFLite, verify it, write metadata.")
+    p.add_argument("keras_model", type=Path, help=".keras or .h5 file")
+    p.add_argument("--variant", choices=VARIANTS, default="float32")
+    p.add_argument("--output", type=Path, required=True, help="output .tflite path (metadata .json goes beside it)")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/yoga"), help="dir with train/ and val/")
+    p.add_argument("--labels", help="comma-separated labels in output order (default: class folders of train/)")
+    p.add_argument("--calibration-images", type=int, default=300)
+    p.add_argument("--verify-limit", type=int, default=None, help="verify on the first N val images only")
+    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT)
+    p.add_argument("--max-diff", type=float, default=None)
+    p.add_argument("--input-size", type=int, default=150)
+    p.add_argument("--interpolation", default="bilinear")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+
+    prep = Preprocessing(size=(args.input_size, args.input_size), interpolation=args.interpolation)
+    class_names = args.labels.split(",") if args.labels else class_names_of(args.data / "train")
+    model = load_keras(args.keras_model)
+    val_x, _ = load_val_inputs(args.data / "val", class_names, prep, args.verify_limit)
+    keras_probs = np.asarray(model.predict(val_x, batch_size=64, verbose=0))
+    rep = None
+    if args.variant == "full_int8":
+        sample = sample_train_images(args.data / "train", class_names, prep, args.calibration_images, args.seed)
+        rep = representative_from(sample, prep)
+    extra = training_info(args.keras_model)
+    extra["training"] = {**extra.get("training", {}), "manifest_sha256": file_sha256(args.data / "manifest.csv")}
+    try:
+        meta = convert_and_verify(model, args.variant, args.output, class_names, prep, val_x, keras_probs, rep,
+                                  args.min_agreement, args.max_diff, extra)
+    except VerificationError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"output": str(args.output), "sha256": meta.sha256, **meta.extra["verification"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

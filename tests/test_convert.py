@@ -1,0 +1,162 @@
+"""Conversion, verification, evaluation and shipping on a tiny model built in the test.
+
+Runs the real TFLite converter and the real LiteRT interpreter; skipped (with the reason)
+only where the training extras (TensorFlow) are not installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+tf = pytest.importorskip("tensorflow", reason="training extras (tensorflow) not installed: pipenv sync --categories train")
+
+from convert import convert as conv  # noqa: E402
+from convert import evaluate as ev  # noqa: E402
+from convert import pipeline  # noqa: E402
+from tests.tinymodel import LABELS, build_keras_tiny  # noqa: E402
+from yogapose.metadata import Preprocessing, load_metadata, sha256_file  # noqa: E402
+
+PREP = Preprocessing()
+
+
+def _image(seed: int, size=(200, 160)) -> bytes:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=3)
+    arr = np.clip(base + rng.normal(0, 40, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """train/<class>/ and val/<class>/ with a manifest marking every 3rd val image as CGI."""
+    root = tmp_path_factory.mktemp("yoga")
+    rows = []
+    seed = 0
+    for split, n in (("train", 4), ("val", 3)):
+        for cls in LABELS:
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                seed += 1
+                (d / f"{i}.jpg").write_bytes(_image(seed))
+                rows.append({"file": f"{split}/{cls}/{i}.jpg", "cls": cls, "split": split,
+                             "synthetic": "1" if (split == "val" and i == 2) else "0"})
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["file", "cls", "split", "synthetic"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def keras_model():
+    return build_keras_tiny(seed=3)
+
+
+@pytest.fixture(scope="module")
+def val(dataset, keras_model):
+    x, y = conv.load_val_inputs(dataset / "val", list(LABELS), PREP)
+    return x, y, np.asarray(keras_model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("variant", conv.VARIANTS)
+def test_convert_verify_and_metadata(tmp_path, dataset, keras_model, val, variant):
+    x, _, probs = val
+    rep = None
+    if variant == "full_int8":
+        sample = conv.sample_train_images(dataset / "train", list(LABELS), PREP, 12, seed=0)
+        rep = conv.representative_from(sample, PREP)
+    out = tmp_path / f"m-{variant}.tflite"
+    meta = conv.convert_and_verify(keras_model, variant, out, list(LABELS), PREP, x, probs, rep,
+                                   min_agreement=0.8, extra={"training": {"manifest_sha256": "abc"}})
+    assert out.is_file() and out.stat().st_size > 1000
+    on_disk = json.loads(out.with_suffix(".json").read_text())
+    assert on_disk["sha256"] == sha256_file(out) == meta.sha256
+    assert on_disk["labels"] == list(LABELS)
+    assert on_disk["input"] == {"shape": [1, 150, 150, 3], "dtype": "float32", "layout": "NHWC"}
+    assert on_disk["quantization"] == variant
+    assert on_disk["preprocessing"]["scale"]["divisor"] == 127.5
+    assert on_disk["preprocessing"]["resize"]["interpolation"] == "bilinear"
+    assert on_disk["verification"]["images"] == len(x)
+    assert on_disk["verification"]["top1_agreement"] >= 0.8
+    assert "ai-edge-litert" in on_disk["versions"] and "tensorflow" in on_disk["versions"]
+    assert on_disk["training"]["manifest_sha256"] == "abc"
+    if variant == "float32":
+        assert on_disk["verification"]["max_abs_prob_diff"] < 1e-4
+    # the metadata round-trips through the server's reader
+    assert load_metadata(out).labels == LABELS
+
+
+def test_disagreeing_model_is_refused_and_not_written(tmp_path, keras_model, val):
+    x, _, probs = val
+    wrong = np.roll(probs, 1, axis=1)  # every top-1 moves to another class
+    out = tmp_path / "refused.tflite"
+    with pytest.raises(conv.VerificationError, match="agreement"):
+        conv.convert_and_verify(keras_model, "float32", out, list(LABELS), PREP, x, wrong)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_reports_real_and_cgi_and_plots(tmp_path, dataset, keras_model, val):
+    x, y, probs = val
+    out = tmp_path / "m.tflite"
+    conv.convert_and_verify(keras_model, "float32", out, list(LABELS), PREP, x, probs)
+    result = ev.evaluate(out, dataset / "val")
+    assert result["all"]["images"] == 18 and result["real"]["images"] == 12 and result["cgi"]["images"] == 6
+    cm = np.array(result["all"]["confusion"])
+    assert cm.shape == (6, 6) and cm.sum(1).tolist() == [3] * 6
+    # the serving path reproduces the Keras predictions' accuracy on the same files
+    assert result["all"]["accuracy"] == pytest.approx(float((probs.argmax(1) == y).mean()), abs=1e-9)
+    plot = tmp_path / "cm.png"
+    ev.plot_confusion(result, plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = ev.report(result)
+    assert "Real photos" in text and "CGI renders" in text and "| chair |" in text
+
+
+def test_evaluate_rejects_unknown_class_folder(tmp_path, keras_model, val):
+    x, _, probs = val
+    out = tmp_path / "m.tflite"
+    conv.convert_and_verify(keras_model, "float32", out, list(LABELS), PREP, x, probs)
+    (tmp_path / "data" / "lotus").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="lotus"):
+        ev.evaluate(out, tmp_path / "data")
+
+
+def test_choose_prefers_smallest_within_half_a_point():
+    def e(acc, rec, size):
+        return {"real": {"accuracy": acc, "macro_recall": rec}, "model": {"bytes": size}}
+
+    evals = {"float32": e(0.95, 0.94, 80), "float16": e(0.948, 0.938, 40),
+             "dynamic_int8": e(0.94, 0.93, 20), "full_int8": e(0.951, 0.90, 20)}
+    name, why = pipeline.choose(evals)
+    assert name == "float16" and "float16" in why
+    evals["dynamic_int8"] = e(0.946, 0.936, 20)
+    assert pipeline.choose(evals)[0] == "dynamic_int8"
+
+
+def test_pipeline_ships_exactly_one_model(tmp_path, dataset, keras_model):
+    keras_path = tmp_path / "tiny.keras"
+    keras_model.save(keras_path)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "old.tflite").write_bytes(b"stale")
+    code = pipeline.main(["--data", str(dataset), "--keras", str(keras_path), "--build", str(tmp_path / "build"),
+                          "--model-dir", str(model_dir), "--variants", "float32,float16", "--calibration-images", "12"])
+    assert code == 0
+    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "confusion.png", "yoga-pose.json", "yoga-pose.tflite"]
+    meta = json.loads((model_dir / "yoga-pose.json").read_text())
+    assert meta["model_file"] == "yoga-pose.tflite" and meta["sha256"] == sha256_file(model_dir / "yoga-pose.tflite")
+    assert set(meta["validation"]) == {"real", "cgi", "all"}
+    assert meta["selection"]["why"]
+    card = (model_dir / "README.md").read_text()
+    assert "research and demonstration" in card and "| float16 |" in card and "Why this one ships" in card
