@@ -1,0 +1,143 @@
+"""Helpers shared by the bench workers and the orchestrator.
+
+Standard library only and Python 3.8+ syntax: the reference worker imports this module from
+the reference virtualenv (Python 3.11, numpy < 2), the others from the project venv.
+
+Workers talk to the orchestrator with single JSON lines on stdout prefixed by ``MARK``, so
+whatever else a library prints (TFLite's INFO lines, Powertools' JSON logs) cannot be
+mistaken for a result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+MARK = "@@BENCH "
+
+
+def emit(obj) -> None:
+    """Send one protocol message (a JSON object) to the orchestrator."""
+    sys.stdout.write(MARK + json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def parse_messages(text: str) -> list:
+    """All protocol messages in a worker's stdout, in order."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            out.append(json.loads(line[len(MARK):]))
+    return out
+
+
+def percentile(values, q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), without numpy."""
+    xs = sorted(values)
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(seconds) -> dict:
+    """Milliseconds: median, p95, min, n (raw samples kept for the JSON results)."""
+    ms = [s * 1000.0 for s in seconds]
+    return {
+        "median_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "min_ms": min(ms) if ms else float("nan"),
+        "n": len(ms),
+        "samples_ms": [round(x, 3) for x in ms],
+    }
+
+
+def timeit(fn, runs: int, budget_s: float, warmup: int = 1, min_runs: int = 5) -> list:
+    """Call ``fn`` ``warmup`` times untimed, then up to ``runs`` timed calls.
+
+    Stops early once ``budget_s`` is spent (but never below ``min_runs``), which keeps the
+    whole bench bounded on a slow or busy machine.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    for i in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if i + 1 >= min_runs and time.perf_counter() - start > budget_s:
+            break
+    return times
+
+
+def peak_rss_mb() -> dict:
+    """Peak resident set size of this process so far, two ways (they agree on Linux)."""
+    hwm = None
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    return {"vmhwm_mb": hwm, "ru_maxrss_mb": maxrss}
+
+
+def read_images(paths) -> dict:
+    """name -> bytes, read once up front so disk I/O is never inside a timed call."""
+    out = {}
+    for p in paths:
+        with open(p, "rb") as f:
+            out[os.path.basename(p)] = f.read()
+    return out
+
+
+def top_of(obj):
+    """Find a {label: probability} mapping anywhere in a handler response -> (label, p).
+
+    The handler may answer with a plain mapping or an HTTP-shaped response whose body is
+    JSON; the bench only needs the top class to check every stack answered sensibly.
+    """
+    if isinstance(obj, str):
+        try:
+            obj = json.loads(obj)
+        except ValueError:
+            return None
+    if isinstance(obj, dict):
+        vals = list(obj.values())
+        if len(vals) >= 2 and all(isinstance(v, float) for v in vals):
+            k = max(obj, key=obj.get)
+            return [k, obj[k]]
+        for v in obj.values():
+            found = top_of(v)
+            if found:
+                return found
+    if isinstance(obj, list):
+        for v in obj:
+            found = top_of(v)
+            if found:
+                return found
+    return None
+
+
+class FakeContext:
+    """Enough of Lambda's context object for handlers and Powertools decorators."""
+
+    function_name = "yoga-pose-bench"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:yoga-pose-bench"
+    memory_limit_in_mb = 1769
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/yoga-pose-bench"
+    log_stream_name = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
