@@ -1,0 +1,139 @@
+"""Bench worker for this project's serving stack (runs in the project venv, Python 3.12).
+
+    python bench/ours_worker.py '<json config>'
+
+The model and thread count come from the environment, exactly as in Lambda
+(MODEL_PATH, NUM_THREADS). Modes:
+
+* ``cold``: import ``lambda_function`` (model load + warm-up happen at import) and answer
+  one direct ``{"image": <b64>}`` event; the orchestrator times spawn -> answer line.
+* ``warm``: import once, then time the handler on every image (direct event, base64
+  included) and the app-level bytes function (no base64), record peak RSS, then time
+  inference alone on a separate interpreter with the same model and threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, REPO)  # Lambda's task root: where lambda_function.py lives
+
+import wcommon
+
+
+def import_handler():
+    """-> (module, kind). Falls back to bench/shim.py only if lambda_function.py is absent."""
+    if os.path.exists(os.path.join(REPO, "lambda_function.py")):
+        import lambda_function
+
+        return lambda_function, "lambda_function"
+    from bench import shim
+
+    return shim, "shim"
+
+
+def bytes_entry(mod):
+    """The app-level 'bytes in, probabilities out' function, if the stack exposes one."""
+    candidates = [(mod, "predict_bytes")]
+    try:
+        from yogapose import app
+
+        candidates += [(app, n) for n in ("predict_bytes", "classify_bytes", "predict_image_bytes")]
+    except ImportError:
+        pass  # no app module: the handler-level figures still stand
+    for obj, name in candidates:
+        fn = getattr(obj, name, None)
+        if callable(fn):
+            return fn, f"{getattr(obj, '__name__', '?')}.{name}"
+    return None, None
+
+
+def infer_only(model_path: str, threads: int, x, runs: int, budget: float) -> list:
+    """Time interpreter.invoke() alone (input already set), same library as the handler."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=model_path, num_threads=threads)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    if d["dtype"] != np.float32:
+        scale, zero = d["quantization"]
+        x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
+    it.set_tensor(d["index"], x.astype(d["dtype"]))
+    return wcommon.timeit(it.invoke, runs, budget, warmup=2)
+
+
+def fetch_mode(cfg) -> int:
+    """Time ``yogapose.fetch.fetch`` (the guarded downloader) against loopback URLs."""
+    try:
+        from yogapose.config import load_settings
+        from yogapose.fetch import fetch
+    except ImportError as exc:
+        wcommon.emit({"error": f"yogapose.fetch not available: {exc}"})
+        return 0
+    settings = load_settings({"ALLOW_PRIVATE_URLS": "true"})  # the server is on 127.0.0.1
+    res = {}
+    for url in cfg["urls"]:
+        res[url] = wcommon.summarize(
+            wcommon.timeit(lambda u=url: fetch(u, settings).data, cfg["runs"], cfg["budget_s"]))
+    wcommon.emit(res)
+    return 0
+
+
+def main() -> int:
+    cfg = json.loads(sys.argv[1])
+    if cfg["mode"] == "fetch":
+        return fetch_mode(cfg)
+    images = wcommon.read_images(cfg["images"])
+    events = {n: {"image": base64.b64encode(b).decode("ascii")} for n, b in images.items()}
+    ctx = wcommon.FakeContext()
+
+    t0 = time.perf_counter()
+    mod, kind = import_handler()
+    t_import = time.perf_counter() - t0
+
+    if cfg["mode"] == "cold":
+        name = os.path.basename(cfg["images"][0])
+        t1 = time.perf_counter()
+        resp = mod.lambda_handler(events[name], ctx)
+        t_first = time.perf_counter() - t1
+        wcommon.emit({"answer": wcommon.top_of(resp), "kind": kind, "import_s": t_import,
+                      "first_call_s": t_first, "rss": wcommon.peak_rss_mb()})
+        return 0
+
+    runs, budget = cfg["runs"], cfg["budget_s"]
+    fn_bytes, bytes_name = bytes_entry(mod)
+    out = {"kind": kind, "import_s": t_import, "bytes_entry": bytes_name, "images": {}}
+    for name in images:
+        event, data = events[name], images[name]
+        res = {"answer": wcommon.top_of(mod.lambda_handler(event, ctx))}
+        res["handler_b64"] = wcommon.summarize(
+            wcommon.timeit(lambda e=event: mod.lambda_handler(e, ctx), runs[name], budget))
+        if fn_bytes is not None:
+            res["app_bytes"] = wcommon.summarize(
+                wcommon.timeit(lambda d=data: fn_bytes(d), runs[name], budget))
+        out["images"][name] = res
+    out["rss"] = wcommon.peak_rss_mb()  # serving peak, before the extra interpreter below
+
+    from yogapose.config import load_settings
+    from yogapose.imaging import preprocess_bytes
+    from yogapose.metadata import load_metadata
+
+    settings = load_settings()
+    prep = load_metadata(settings.model_path).preprocessing
+    x = preprocess_bytes(next(iter(images.values())), prep, settings.max_pixels)
+    out["infer"] = wcommon.summarize(
+        infer_only(str(settings.model_path), settings.num_threads, x, cfg["infer_runs"], budget))
+    wcommon.emit(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Bench worker for the REFERENCE stack: what the original project served with.
+
+Runs in ``bench/.ref-venv`` (Python 3.11, tflite-runtime 2.14, keras-image-helper 0.0.1,
+numpy < 2); imports nothing from this project except the stdlib-only ``wcommon``.
+
+    bench/.ref-venv/bin/python bench/ref_worker.py '<json config>'
+
+The serving code mirrors the original ``lambda_function.py``: a module-level
+``tflite.Interpreter`` + ``create_preprocessor('xception', target_size=(150, 150))``, and a
+predict function that opens the bytes with PIL exactly like ``from_url`` does after its
+download (``Image.open(BytesIO(buffer))`` -> ``convert_to_tensor``). No warm-up at init:
+the original had none. Modes: ``cold``, ``warm``, ``variants`` (can this runtime load each
+flatbuffer, and how fast is inference alone), ``fetch`` (``from_url``'s download step).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import wcommon
+
+
+class ReferenceStack:
+    """The original serving code, with the model path / labels / threads as parameters."""
+
+    def __init__(self, model_path: str, labels, threads: int):
+        import tflite_runtime.interpreter as tflite
+        from keras_image_helper import create_preprocessor
+
+        self.preprocessor = create_preprocessor("xception", target_size=(150, 150))
+        self.interpreter = tflite.Interpreter(model_path=model_path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.classes = list(labels)
+
+    def predict_bytes(self, data: bytes) -> dict:
+        from io import BytesIO
+
+        from PIL import Image
+
+        img = Image.open(BytesIO(data))  # what keras_image_helper.download_image does
+        x = self.preprocessor.convert_to_tensor(img)
+        self.interpreter.set_tensor(self.input_index, x)
+        self.interpreter.invoke()
+        preds = self.interpreter.get_tensor(self.output_index)
+        return dict(zip(self.classes, preds[0].tolist()))
+
+    def handler_b64(self, event) -> dict:
+        """The same, for a direct ``{"image": <b64>}`` event (the original took URLs only)."""
+        return self.predict_bytes(base64.b64decode(event["image"]))
+
+
+def _labels(model_path: str):
+    meta = os.path.splitext(model_path)[0] + ".json"
+    with open(meta, encoding="utf-8") as f:
+        return json.load(f)["labels"]
+
+
+def infer_only(model_path: str, threads: int, runs: int, budget: float, x=None) -> dict:
+    import numpy as np
+    import tflite_runtime.interpreter as tflite
+
+    try:
+        it = tflite.Interpreter(model_path=model_path, num_threads=threads)
+        it.allocate_tensors()
+    except Exception as exc:  # noqa: BLE001 - the message is the finding
+        return {"loads": False, "error": str(exc).strip().splitlines()[0][:300]}
+    d = it.get_input_details()[0]
+    if x is None:
+        x = np.zeros(d["shape"], np.float32)
+    if d["dtype"] != np.float32:
+        scale, zero = d["quantization"]
+        x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
+    it.set_tensor(d["index"], x.astype(d["dtype"]))
+    try:
+        times = wcommon.timeit(it.invoke, runs, budget, warmup=2)
+    except Exception as exc:  # noqa: BLE001
+        return {"loads": True, "runs": False, "error": str(exc).strip().splitlines()[0][:300]}
+    return {"loads": True, "runs": True, "infer": wcommon.summarize(times)}
+
+
+def main() -> int:
+    cfg = json.loads(sys.argv[1])
+    mode = cfg["mode"]
+    threads = int(cfg.get("threads", 1))
+
+    if mode == "variants":
+        out = {p: infer_only(p, threads, cfg["infer_runs"], cfg["budget_s"]) for p in cfg["models"]}
+        wcommon.emit(out)
+        return 0
+
+    if mode == "fetch":
+        from keras_image_helper.base import download_image
+
+        res = {}
+        for url in cfg["urls"]:
+            res[url] = wcommon.summarize(wcommon.timeit(lambda u=url: download_image(u), cfg["runs"], cfg["budget_s"]))
+        wcommon.emit(res)
+        return 0
+
+    images = wcommon.read_images(cfg["images"])
+    events = {n: {"image": base64.b64encode(b).decode("ascii")} for n, b in images.items()}
+    model_path = cfg["model"]
+    labels = _labels(model_path)
+
+    t0 = time.perf_counter()
+    stack = ReferenceStack(model_path, labels, threads)
+    t_import = time.perf_counter() - t0
+
+    if mode == "cold":
+        name = os.path.basename(cfg["images"][0])
+        t1 = time.perf_counter()
+        resp = stack.handler_b64(events[name])
+        wcommon.emit({"answer": wcommon.top_of(resp), "kind": "reference", "import_s": t_import,
+                      "first_call_s": time.perf_counter() - t1, "rss": wcommon.peak_rss_mb()})
+        return 0
+
+    runs, budget = cfg["runs"], cfg["budget_s"]
+    out = {"kind": "reference", "import_s": t_import, "images": {}}
+    for name in images:
+        event, data = events[name], images[name]
+        res = {"answer": wcommon.top_of(stack.handler_b64(event))}
+        res["handler_b64"] = wcommon.summarize(
+            wcommon.timeit(lambda e=event: stack.handler_b64(e), runs[name], budget))
+        res["app_bytes"] = wcommon.summarize(
+            wcommon.timeit(lambda d=data: stack.predict_bytes(d), runs[name], budget))
+        out["images"][name] = res
+    out["rss"] = wcommon.peak_rss_mb()
+    from io import BytesIO
+
+    from PIL import Image
+
+    x = stack.preprocessor.convert_to_tensor(Image.open(BytesIO(next(iter(images.values())))))
+    stack.interpreter.set_tensor(stack.input_index, x)
+    out["infer"] = wcommon.summarize(wcommon.timeit(stack.interpreter.invoke, cfg["infer_runs"], budget, warmup=2))
+    wcommon.emit(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
