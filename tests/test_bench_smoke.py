@@ -1,0 +1,64 @@
+"""The bench command runs end to end (on the tiny model) and prints every table.
+
+Timings are never asserted (the machine is noisy); this only proves `python -m bench`
+works: workers start, speak the protocol, and the report has the expected rows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "yoga"
+
+pytest.importorskip("ai_edge_litert")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    pytest.importorskip("tensorflow")
+    from tests.tinymodel import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not (DATA / "manifest.csv").exists(), reason="needs ../shared/data/yoga for the bench images")
+def test_quick_bench_prints_every_table(tiny_model: Path, tmp_path: Path) -> None:
+    out_json = tmp_path / "results.json"
+    out_md = tmp_path / "REPORT.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-reference", "--no-keras", "--no-standin",
+         "--model", str(tiny_model), "--variants-dir", str(tmp_path / "no-variants"),
+         "--json", str(out_json), "--report", str(out_md)],
+        cwd=REPO, capture_output=True, text=True, timeout=170, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = proc.stdout
+    for heading in ("## Machine", "## Cold start", "## Warm end-to-end latency: handler",
+                    "## Inference only, and the physical limit", "## Memory and size", "## Lambda sizing",
+                    "## Import profile"):
+        assert heading in md, heading
+    # The tiny model is not one of the variants: it is benched as "shipped", 1 thread, in the
+    # cold-start, two warm, inference and memory tables.
+    assert md.count("| ours (LiteRT) | shipped | 1 |") + md.count("| ours (LiteRT) (shim) | shipped | 1 |") >= 5
+    assert "error:" not in md
+    assert "missing" in proc.stderr  # the absent variants are named, not a crash
+
+    results = json.loads(out_json.read_text())
+    (cfg,) = results["configs"]
+    assert cfg["cold"]["n"] == 1 and cfg["cold"]["answer"][0] in cfg_labels(results)
+    assert set(cfg["warm"]["images"]) == {"photo-300.jpg", "phone-12mp.jpg", "alpha.png"}
+    for res in cfg["warm"]["images"].values():
+        assert res["handler_b64"]["n"] >= 1 and res["answer"][0] in cfg_labels(results)
+    assert results["models"]["shipped"]["flops"]["flops"] > 0
+    assert out_md.read_text().rstrip().endswith("-->")  # the hand-written notes marker closes it
+
+
+def cfg_labels(results: dict) -> set[str]:
+    return set(results["models"]["shipped"]["labels"])
