@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from . import __version__
+
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = _PACKAGE_ROOT / "model" / "yoga-pose.tflite"
 
@@ -72,7 +74,8 @@ class Settings:
     allow_private: bool = False
     # Below this top probability the web page says the model is unsure.
     unsure_threshold: float = 0.5
-    user_agent: str = "yogapose/1.0 (+https://github.com/; AWS Lambda image classifier)"
+    # Sent on every image fetch: names the software and what it does, no made-up contact URL.
+    user_agent: str = f"yogapose/{__version__} (yoga-pose image classifier; AWS Lambda)"
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
