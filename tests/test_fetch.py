@@ -610,3 +610,15 @@ def test_fetched_image_preprocesses(httpserver: HTTPServer) -> None:
 )
 def test_redact_url(url: object, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+def test_unexpected_errors_become_502_and_logs_hold_no_query_string(monkeypatch, caplog) -> None:
+    def boom(url: str, settings: Settings, deadline: float) -> Fetched:
+        raise ValueError(f"bug while handling {url}")
+
+    monkeypatch.setattr(fetch_mod, "_fetch_http", boom)
+    with caplog.at_level("DEBUG", logger="yogapose.fetch"), pytest.raises(UpstreamError) as info:
+        fetch("https://images.example/pose.jpg?X-Amz-Signature=topsecret", LOOPBACK)
+    assert "topsecret" not in info.value.message
+    assert "ValueError" in caplog.text and "images.example/pose.jpg" in caplog.text
+    assert "topsecret" not in caplog.text

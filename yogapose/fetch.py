@@ -118,7 +118,7 @@ def fetch(source: str, settings: Settings) -> Fetched:
         return _fetch_http(url, settings, deadline)
     except PoseError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the contract is "PoseError only"
         # No exc_info: exception texts may quote the URL with its query string.
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f"{frame.filename}:{frame.lineno}" if frame else "?"
