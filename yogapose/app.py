@@ -1,0 +1,289 @@
+"""Orchestration: a request's image sources -> bytes -> tensor -> probabilities per label.
+
+Data flows one way: ``edge`` tells what the event asks for, ``fetch`` (URLs, S3) or base64
+decoding yields bytes, ``imaging`` decodes and preprocesses them as the model metadata says,
+``runtime`` infers, and ``edge`` shapes the answer.
+
+Direct invokes get the result or a typed :class:`~yogapose.errors.PoseError`; HTTP events
+always get a response dict (errors as JSON with their status; anything unexpected as a 500
+``internal_error`` whose details only go to the logs).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from typing import Any
+
+import numpy as np
+
+from . import __version__, edge, imaging
+from .config import Settings, load_settings
+from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError
+from .fetch import fetch
+from .observability import RequestStats, logger, redact
+from .runtime import Model
+
+SINGLE_FIELDS = ("url", "image")
+BATCH_FIELDS = ("urls", "images")
+FIELDS = SINGLE_FIELDS + BATCH_FIELDS
+_ONE_OF = "send exactly one of: url, image, urls, images"
+_DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+class App:
+    """Everything a request needs: settings plus the loaded model."""
+
+    def __init__(self, settings: Settings, model: Model) -> None:
+        self.settings = settings
+        self.model = model
+        self.metadata = model.metadata
+        self.labels = tuple(model.metadata.labels)
+        self.prep = model.metadata.preprocessing
+        self.version = model.metadata.version
+
+    # ----------------------------------------------------------------- entry point
+
+    def handle(self, event: Any, stats: RequestStats | None = None) -> Any:
+        """Answer any event: direct (returns the result, raises PoseError) or HTTP."""
+        stats = stats if stats is not None else RequestStats()
+        kind = edge.event_kind(event)  # a non-object event is a malformed direct invoke
+        stats.kind = kind
+        if kind != "direct":
+            return self.handle_http(event, kind, stats)
+        try:
+            return self.predict_payload(event, stats)
+        except PoseError:
+            raise
+        except Exception as exc:
+            logger.exception("unexpected error in a direct invoke")
+            raise PoseError("internal error; see the function's logs") from exc
+
+    def handle_http(self, event: dict, kind: str, stats: RequestStats) -> dict:
+        headers = {"X-Model-Version": self.version}
+        method = None
+        try:
+            req = edge.parse_http(event, kind)
+            method = req.method
+            action = edge.route(req)
+            stats.route = action
+            if action == "options":
+                resp = edge.empty_response(204, {"Allow": ", ".join(edge.allowed_methods(req))})
+            elif action == "page":
+                resp = self.page_response(headers)
+            elif action == "health":
+                resp = edge.json_response(200, self.health(), headers)
+            else:
+                body = edge.read_body(req, self.settings.max_bytes)
+                if body.image is not None:
+                    result: Any = self.classify_bytes(body.image, stats)
+                else:
+                    result = self.predict_payload(body.json, stats)
+                resp = edge.json_response(200, result, {**headers, "Server-Timing": stats.server_timing()})
+        except PoseError as exc:
+            stats.error(exc.code)
+            if stats.route == "predict":
+                headers["Server-Timing"] = stats.server_timing()
+            resp = edge.error_response(exc, headers)
+        except Exception:  # noqa: BLE001 - logged; the client gets a 500 without details
+            logger.exception("unexpected error in an HTTP request")
+            stats.error("internal_error")
+            resp = edge.error_response(PoseError("internal error; see the function's logs"), headers)
+        if method == "HEAD":
+            resp = edge.head_only(resp)
+        stats.status = resp["statusCode"]
+        return resp
+
+    # ----------------------------------------------------------------- payloads
+
+    def predict_payload(self, payload: Any, stats: RequestStats) -> dict[str, float] | list[dict]:
+        """``{"url"|"image": str}`` -> probabilities; ``{"urls"|"images": [...]}`` -> a list."""
+        field, value = self.validate(payload)
+        if field == "url":
+            return self.classify_url(value, stats)
+        if field == "image":
+            return self.classify_base64(value, stats, field)
+        results: list[dict] = []
+        for i, item in enumerate(value):
+            name = f"{field}[{i}]"
+            try:
+                if field == "urls":
+                    results.append(self.classify_url(item, stats))
+                else:
+                    results.append(self.classify_base64(item, stats, name))
+            except PoseError as exc:
+                stats.error(exc.code)
+                results.append({"error": exc.to_dict()})
+            except Exception:  # noqa: BLE001 - logged; one bad item must not sink the batch
+                logger.exception("unexpected error in batch item %s", name)
+                stats.error("internal_error")
+                results.append({"error": PoseError("internal error; see the function's logs").to_dict()})
+        return results
+
+    def validate(self, payload: Any) -> tuple[str, Any]:
+        """The one input field and its value; BadRequest naming the field otherwise."""
+        if not isinstance(payload, dict):
+            raise BadRequest(f"request must be a JSON object, got {edge.type_name(payload)}; {_ONE_OF}")
+        unknown = sorted(str(k) for k in payload if k not in FIELDS)
+        if unknown:
+            raise BadRequest(f"unknown field(s) {', '.join(unknown)}; {_ONE_OF}")
+        present = [k for k in FIELDS if k in payload]
+        if not present:
+            raise BadRequest(f"no input given; {_ONE_OF}")
+        if len(present) > 1:
+            raise BadRequest(f"fields {', '.join(present)} cannot be combined; {_ONE_OF}")
+        field = present[0]
+        value = payload[field]
+        if field in SINGLE_FIELDS:
+            if not isinstance(value, str):
+                raise BadRequest(f"field {field!r} must be a string, got {edge.type_name(value)}")
+            if not value.strip():
+                raise BadRequest(f"field {field!r} is empty")
+            return field, value
+        if not isinstance(value, list):
+            raise BadRequest(f"field {field!r} must be an array of strings, got {edge.type_name(value)}")
+        if not value:
+            raise BadRequest(f"field {field!r} is an empty array")
+        limit = self.settings.batch_limit
+        if len(value) > limit:
+            raise BadRequest(f"field {field!r} has {len(value)} items, over the batch limit of {limit}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise BadRequest(f"{field}[{i}] must be a string, got {edge.type_name(item)}")
+        return field, value
+
+    # ----------------------------------------------------------------- sources
+
+    def classify_url(self, url: str, stats: RequestStats) -> dict[str, float]:
+        stats.sources.append(redact(url))
+        with stats.timer("fetch"):
+            fetched = fetch(url, self.settings)
+        stats.bytes_fetched += fetched.bytes_read
+        return self.classify_bytes(fetched.data, stats)
+
+    def classify_base64(self, text: str, stats: RequestStats, field: str = "image") -> dict[str, float]:
+        with stats.timer("fetch"):
+            data = decode_base64(text, field, self.settings.max_bytes)
+        return self.classify_bytes(data, stats)
+
+    def classify_bytes(self, data: bytes, stats: RequestStats | None = None) -> dict[str, float]:
+        """Image bytes -> ``{label: probability}`` for every label, summing to 1."""
+        stats = stats if stats is not None else RequestStats()
+        limit = self.settings.max_bytes
+        if len(data) > limit:
+            raise PayloadTooLarge(f"image is {len(data)} bytes, over the limit of {limit}")
+        with stats.timer("decode"):
+            img = imaging.load_resized(data, self.prep, self.settings.max_pixels)
+        with stats.timer("infer"):
+            # Scaling writes straight into the interpreter's input tensor (no temporary).
+            probs = self.model.predict_with(lambda buf: imaging.to_input_array(img, self.prep, out=buf))
+        result = self.to_result(probs)
+        stats.images += 1
+        stats.predicted[max(result, key=result.__getitem__)] += 1
+        return result
+
+    def to_result(self, probs: np.ndarray) -> dict[str, float]:
+        """Model output -> plain floats per label, renormalised in float64 to sum to 1."""
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        if p.shape[0] != len(self.labels) or not np.all(np.isfinite(p)):
+            raise PoseError("the model returned an invalid output")
+        np.clip(p, 0.0, None, out=p)
+        total = p.sum()
+        if total <= 0.0:
+            raise PoseError("the model returned an invalid output")
+        p /= total
+        return {label: float(v) for label, v in zip(self.labels, p)}
+
+    # ----------------------------------------------------------------- other routes
+
+    def health(self) -> dict[str, Any]:
+        meta = self.metadata
+        return {
+            "status": "ok",
+            "service": "yoga-pose",
+            "version": __version__,
+            "model": {
+                "name": meta.name,
+                "version": meta.version,
+                "sha256": meta.sha256,
+                "labels": list(meta.labels),
+                "input_shape": list(meta.input_shape),
+                "input_dtype": meta.input_dtype,
+                "quantization": meta.quantization,
+            },
+            "unsure_threshold": self.settings.unsure_threshold,
+            "limits": {
+                "max_image_bytes": self.settings.max_bytes,
+                "max_image_pixels": self.settings.max_pixels,
+                "batch_limit": self.settings.batch_limit,
+            },
+        }
+
+    def page_response(self, headers: dict[str, str]) -> dict:
+        try:
+            from . import web  # the web helper's module; optional in a trimmed build
+        except ImportError:
+            raise NotFound("the web page is not part of this build; use POST /predict") from None
+        page_headers = dict(getattr(web, "PAGE_HEADERS", {"Content-Type": "text/html; charset=utf-8"}))
+        content_type = page_headers.pop("Content-Type", "text/html; charset=utf-8")
+        return edge.response(200, web.index_html(), content_type, {**headers, **page_headers})
+
+
+def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
+    """Strict base64 (standard or URL-safe alphabet, optional ``data:`` URL prefix,
+    line breaks and missing padding tolerated) with the size checked before decoding."""
+    match = _DATA_URL.match(text[:256])
+    if match:
+        text = text[match.end():]
+    if (len(text) // 4) * 3 > max_bytes + 3:
+        raise PayloadTooLarge(f"field {field!r} decodes to more than the limit of {max_bytes} bytes")
+    if _WHITESPACE.search(text):
+        text = _WHITESPACE.sub("", text)
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"field {field!r} is not valid base64") from None
+    if not data:
+        raise BadRequest(f"field {field!r} is empty")
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"field {field!r} is {len(data)} bytes, over the limit of {max_bytes}")
+    return data
+
+
+# --------------------------------------------------------------------------- cached app
+
+
+@functools.lru_cache(maxsize=4)
+def _model(model_path: str, num_threads: int) -> Model:
+    return Model.load(model_path, num_threads=num_threads)
+
+
+@functools.lru_cache(maxsize=8)
+def _app(settings: Settings) -> App:
+    return App(settings, _model(str(settings.model_path), settings.num_threads))
+
+
+def get_app(settings: Settings | None = None) -> App:
+    """The app for ``settings`` (default: the environment), model loaded once per path.
+
+    Settings are cheap to read, so they are re-read per call: a long-lived process (tests,
+    ipython) that changes the environment gets a matching app, while Lambda, whose
+    environment never changes, always gets the same cached app and model.
+    """
+    return _app(settings if settings is not None else load_settings())
+
+
+def handle_event(event: Any, stats: RequestStats) -> Any:
+    """``lambda_function``'s handler body (wrapped by ``observability.instrument``)."""
+    return get_app().handle(event, stats)
+
+
+def predict_bytes(data: bytes) -> dict[str, float]:
+    """Image bytes -> probabilities with the default app (benchmarks, notebooks)."""
+    return get_app().classify_bytes(data)

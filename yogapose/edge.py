@@ -1,0 +1,312 @@
+"""The edge: which kind of event arrived, what an HTTP request asks for, and the responses.
+
+Event kinds:
+
+* **direct**: any other JSON object, e.g. ``{"url": ...}`` from ipython, ``boto3 invoke``
+  or the emulator on ``:8080``. Answered with plain JSON; errors are raised.
+* **HTTP payload 2.0** (``"version": "2.0"``): Lambda Function URLs and API Gateway HTTP
+  APIs. **HTTP payload 1.0** (``httpMethod``): API Gateway REST APIs and HTTP APIs
+  configured for 1.0. Answered with ``{"statusCode", "headers", "body", ...}``; errors become
+  JSON bodies ``{"error": {"code", "message"}}`` with the matching status.
+
+Routes (see the README's table): ``GET /`` page (or the health JSON when the client asks for
+``Accept: application/json`` only), ``POST /`` and ``POST /predict`` prediction, ``GET /health``.
+``HEAD`` is accepted wherever ``GET`` is; ``OPTIONS`` answers 204 with ``Allow`` (CORS
+preflights are answered by the Function URL itself when CORS is configured on it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PoseError,
+    UnsupportedImage,
+)
+
+# Media types sent as raw image bytes in the body (the decoder sniffs the real format).
+IMAGE_MEDIA_TYPES = frozenset({
+    "image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/gif",
+    "image/bmp", "image/x-ms-bmp", "application/octet-stream",
+})
+# Bodies that may be either JSON or raw bytes (curl -d / --data-binary sends form-urlencoded).
+_SNIFFED_MEDIA_TYPES = frozenset({"", "text/plain", "application/x-www-form-urlencoded"})
+# Room for the JSON around one base64 image in a request body.
+JSON_BODY_SLACK = 64 * 1024
+
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/": ("GET", "HEAD", "POST", "OPTIONS"),
+    "/predict": ("POST", "OPTIONS"),
+    "/health": ("GET", "HEAD", "OPTIONS"),
+}
+_ACTIONS = {("/", "GET"): "page", ("/", "POST"): "predict", ("/predict", "POST"): "predict",
+            ("/health", "GET"): "health"}
+
+JSON_TYPE = "application/json"
+
+
+class WrongMethod(MethodNotAllowed):
+    """405 that knows which methods the route does allow (for the ``Allow`` header)."""
+
+    def __init__(self, message: str, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    kind: str  # "function_url" | "apigw_v2" | "apigw_v1"
+    method: str
+    path: str
+    headers: Mapping[str, str]  # lower-cased names
+    body: str | None
+    is_base64: bool
+    request_id: str | None = None
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    @property
+    def media_type(self) -> str:
+        return self.header("content-type").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class Body:
+    """A parsed request body: either a JSON value or raw image bytes."""
+
+    json: Any = None
+    image: bytes | None = None
+
+
+# ------------------------------------------------------------------------------ detection
+
+
+def event_kind(event: Any) -> str:
+    """``"direct"``, ``"function_url"``, ``"apigw_v2"`` or ``"apigw_v1"``.
+
+    Anything that is not a JSON object is a malformed direct invoke (BadRequest).
+    """
+    if not isinstance(event, dict):
+        raise BadRequest(
+            f"event must be a JSON object such as {{\"url\": \"https://...\"}}, got {_type_name(event)}"
+        )
+    ctx = event.get("requestContext")
+    if event.get("version") == "2.0" and isinstance(ctx, dict) and ("rawPath" in event or "http" in ctx):
+        domain = str(ctx.get("domainName") or "")
+        return "function_url" if ".lambda-url." in domain or "lambda-url" in domain else "apigw_v2"
+    if "httpMethod" in event and "requestContext" in event:
+        return "apigw_v1"
+    return "direct"
+
+
+def parse_http(event: dict, kind: str) -> HttpRequest:
+    """Normalise a payload 1.0/2.0 event; malformed fields raise BadRequest."""
+    ctx = event.get("requestContext")
+    if not isinstance(ctx, dict):
+        raise BadRequest("requestContext must be an object")
+    if kind == "apigw_v1":
+        method = event.get("httpMethod")
+        path = event.get("path")
+        request_id = ctx.get("requestId")
+    else:
+        http = ctx.get("http")
+        if not isinstance(http, dict):
+            raise BadRequest("requestContext.http must be an object")
+        method = http.get("method")
+        path = event.get("rawPath", http.get("path"))
+        request_id = ctx.get("requestId")
+        stage = ctx.get("stage")
+        # API Gateway HTTP APIs put a named stage in front of the path; strip it.
+        if isinstance(stage, str) and stage not in ("", "$default") and isinstance(path, str):
+            prefix = "/" + stage
+            if path == prefix or path.startswith(prefix + "/"):
+                path = path[len(prefix):] or "/"
+    if not isinstance(method, str) or not method:
+        raise BadRequest("the HTTP method is missing from the event")
+    if not isinstance(path, str):
+        raise BadRequest("the HTTP path is missing from the event")
+    headers = _headers(event.get("headers"))
+    body = event.get("body")
+    if body is not None and not isinstance(body, str):
+        raise BadRequest(f"body must be a string, got {_type_name(body)}")
+    is_b64 = event.get("isBase64Encoded", False)
+    if not isinstance(is_b64, bool):
+        raise BadRequest("isBase64Encoded must be true or false")
+    return HttpRequest(kind, method.upper(), path or "/", headers, body, is_b64,
+                       request_id if isinstance(request_id, str) else None)
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadRequest(f"headers must be an object, got {_type_name(raw)}")
+    out: dict[str, str] = {}
+    for name, value in raw.items():
+        if isinstance(name, str) and isinstance(value, str):
+            out[name.lower()] = value
+    return out
+
+
+# ------------------------------------------------------------------------------ routing
+
+
+def route(req: HttpRequest) -> str:
+    """``"page"``, ``"health"``, ``"predict"`` or ``"options"``; NotFound / WrongMethod."""
+    path = req.path if req.path == "/" else req.path.rstrip("/") or "/"
+    allowed = ROUTES.get(path)
+    if allowed is None:
+        raise NotFound(f"no route {path!r}; try POST /predict, GET /health or GET /")
+    method = "GET" if req.method == "HEAD" and "HEAD" in allowed else req.method
+    if req.method == "OPTIONS":
+        return "options"
+    action = _ACTIONS.get((path, method))
+    if action is None:
+        raise WrongMethod(f"{req.method} is not allowed on {path}; use {', '.join(allowed)}", allowed)
+    if action == "page" and wants_json(req):
+        return "health"
+    return action
+
+
+def allowed_methods(req: HttpRequest) -> tuple[str, ...]:
+    path = req.path if req.path == "/" else req.path.rstrip("/") or "/"
+    return ROUTES.get(path, ())
+
+
+def wants_json(req: HttpRequest) -> bool:
+    """``GET /`` from an API client (``Accept: application/json``, no HTML) -> health JSON."""
+    accept = req.header("accept").lower()
+    return "application/json" in accept and "text/html" not in accept
+
+
+# ------------------------------------------------------------------------------ bodies
+
+
+def json_body_limit(max_bytes: int) -> int:
+    """Largest JSON body: one base64 image of ``max_bytes`` plus some JSON around it."""
+    return -(-max_bytes * 4 // 3) + JSON_BODY_SLACK
+
+
+def read_body(req: HttpRequest, max_bytes: int) -> Body:
+    """The request body as JSON or image bytes, under the size limits.
+
+    Raw image bodies may be ``max_bytes``; JSON bodies :func:`json_body_limit`. The size is
+    checked on the transported string before any base64 decoding happens.
+    """
+    media = req.media_type
+    raw = req.body or ""
+    if media in IMAGE_MEDIA_TYPES:
+        data = _decode_transport(raw, req.is_base64, max_bytes, "image body")
+        return Body(image=data)
+    if media.startswith("image/"):
+        raise UnsupportedImage(
+            f"Content-Type {media} is not supported; send JPEG, PNG, WebP, BMP or GIF"
+        )
+    is_json = media == JSON_TYPE or media.endswith("+json")
+    if not is_json and media not in _SNIFFED_MEDIA_TYPES:
+        raise UnsupportedImage(
+            f"Content-Type {media} is not supported; send JSON ({{\"url\": ...}} or "
+            "{\"image\": <base64>}) or the image bytes with an image/* Content-Type"
+        )
+    limit = json_body_limit(max_bytes) if is_json else max(json_body_limit(max_bytes), max_bytes)
+    data = _decode_transport(raw, req.is_base64, limit, "request body")
+    if not data.strip():
+        raise BadRequest(
+            'request body is empty; send JSON such as {"url": "https://..."} or the image bytes'
+        )
+    if not is_json and not _looks_like_json(data):
+        # curl --data-binary @photo.jpg without -H: raw bytes after all.
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(f"image body is {len(data)} bytes, over the limit of {max_bytes}")
+        return Body(image=data)
+    return Body(json=parse_json(data))
+
+
+def _looks_like_json(data: bytes) -> bool:
+    return data.lstrip()[:1] in (b"{", b"[", b'"')
+
+
+def _decode_transport(raw: str, is_base64: bool, limit: int, what: str) -> bytes:
+    if is_base64:
+        # 4 characters carry 3 bytes: refuse before decoding a huge string.
+        if (len(raw) // 4) * 3 > limit + 3:
+            raise PayloadTooLarge(f"{what} is over the limit of {limit} bytes")
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"{what} is flagged isBase64Encoded but is not valid base64") from None
+    else:
+        if len(raw) > limit:  # characters >= bytes/4 for UTF-8; cheap pre-check
+            raise PayloadTooLarge(f"{what} is over the limit of {limit} bytes")
+        data = raw.encode("utf-8", "surrogatepass")
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{what} is {len(data)} bytes, over the limit of {limit}")
+    return data
+
+
+def parse_json(data: bytes | str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise BadRequest(f"request body is not valid JSON: {_short(exc)}") from None
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
+
+
+# ------------------------------------------------------------------------------ responses
+
+
+def response(status: int, body: str, content_type: str, headers: Mapping[str, str] | None = None) -> dict:
+    out_headers = {"Content-Type": content_type, "X-Content-Type-Options": "nosniff"}
+    if headers:
+        out_headers.update(headers)
+    return {"statusCode": status, "headers": out_headers, "body": body, "isBase64Encoded": False}
+
+
+def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> dict:
+    merged = {"Cache-Control": "no-store"}
+    merged.update(headers or {})
+    return response(status, json.dumps(payload, separators=(",", ":")), JSON_TYPE, merged)
+
+
+def error_response(exc: PoseError, headers: Mapping[str, str] | None = None) -> dict:
+    merged = dict(headers or {})
+    if isinstance(exc, WrongMethod):
+        merged["Allow"] = ", ".join(exc.allow)
+    return json_response(exc.http_status, {"error": exc.to_dict()}, merged)
+
+
+def empty_response(status: int, headers: Mapping[str, str] | None = None) -> dict:
+    out = {"statusCode": status, "headers": dict(headers or {}), "body": "", "isBase64Encoded": False}
+    return out
+
+
+def head_only(resp: dict) -> dict:
+    """The same response without a body (HEAD)."""
+    return {**resp, "body": ""}
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number"}.get(type(value), type(value).__name__)
+
+
+def type_name(value: Any) -> str:
+    """JSON-ish name of a value's type for error messages (``object``, ``array``, ...)."""
+    return _type_name(value)
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__)[:200]
