@@ -1,0 +1,385 @@
+"""The handler's contract for every event shape, through the real ``lambda_handler``.
+
+Images come from a loopback HTTP server (pytest-httpserver) or inline base64; the model is
+the tiny test model (production signature, random weights).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from yogapose.errors import BadRequest, UpstreamError
+from yogapose.metadata import load_metadata
+
+from .conftest import b64
+
+SERVER_TIMING = re.compile(r"^fetch;dur=(\d+(\.\d+)?), decode;dur=(\d+(\.\d+)?), infer;dur=(\d+(\.\d+)?)$")
+
+
+@pytest.fixture
+def meta(tiny_model_path):
+    return load_metadata(tiny_model_path)
+
+
+@pytest.fixture
+def image_url(httpserver, images):
+    httpserver.expect_request("/poses/pose.jpg").respond_with_data(images["jpeg"], content_type="image/jpeg")
+    httpserver.expect_request("/poses/other.jpg").respond_with_data(images["jpeg_other"], content_type="image/jpeg")
+    httpserver.expect_request("/poses/pose.png").respond_with_data(images["png_rgba"], content_type="image/png")
+    httpserver.expect_request("/poses/missing.jpg").respond_with_data("nope", status=404)
+    return lambda name: httpserver.url_for(f"/poses/{name}")
+
+
+def assert_probabilities(result, labels):
+    assert isinstance(result, dict)
+    assert list(result) == list(labels), "every label, in metadata order"
+    for value in result.values():
+        assert type(value) is float
+        assert 0.0 <= value <= 1.0
+    assert sum(result.values()) == pytest.approx(1.0, abs=1e-9)
+
+
+def assert_http_ok(resp, meta):
+    assert resp["statusCode"] == 200, resp.get("body")
+    headers = resp["headers"]
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Model-Version"] == meta.sha256[:12]
+    assert headers["Cache-Control"] == "no-store"
+    assert SERVER_TIMING.match(headers["Server-Timing"]), headers["Server-Timing"]
+    assert resp["isBase64Encoded"] is False
+    return json.loads(resp["body"])
+
+
+def with_json_body(ev: dict, payload: dict) -> dict:
+    ev["body"] = json.dumps(payload)
+    return ev
+
+
+# ---------------------------------------------------------------- direct invokes
+
+
+def test_direct_url(handler, image_url, meta):
+    result = handler({"url": image_url("pose.jpg")}, None)
+    assert_probabilities(result, meta.labels)
+
+
+def test_direct_base64_image(handler, images, meta):
+    result = handler({"image": b64(images["jpeg"])}, None)
+    assert_probabilities(result, meta.labels)
+    # The same photo by URL or inline gives the same answer.
+    assert result == handler({"image": b64(images["jpeg"])}, None)
+
+
+def test_direct_url_and_inline_image_agree(handler, image_url, images):
+    by_url = handler({"url": image_url("pose.jpg")}, None)
+    inline = handler({"image": b64(images["jpeg"])}, None)
+    assert by_url == inline
+
+
+def test_direct_base64_variants_are_accepted(handler, images):
+    """Data URLs, wrapped lines, URL-safe alphabet and missing padding all decode."""
+    plain = b64(images["png"])
+    expected = handler({"image": plain}, None)
+    wrapped = "\n".join(plain[i:i + 76] for i in range(0, len(plain), 76))
+    urlsafe = base64.urlsafe_b64encode(images["png"]).decode().rstrip("=")
+    for variant in ("data:image/png;base64," + plain, wrapped, urlsafe):
+        assert handler({"image": variant}, None) == expected
+
+
+def test_different_images_give_different_answers(handler, images):
+    a = handler({"image": b64(images["jpeg"])}, None)
+    b = handler({"image": b64(images["jpeg_other"])}, None)
+    assert a != b
+
+
+def test_direct_batch_urls_with_one_failing_item(handler, image_url, meta):
+    urls = [image_url("pose.jpg"), image_url("missing.jpg"), image_url("other.jpg")]
+    results = handler({"urls": urls}, None)
+    assert isinstance(results, list) and len(results) == 3
+    assert_probabilities(results[0], meta.labels)
+    assert_probabilities(results[2], meta.labels)
+    assert results[0] == handler({"url": urls[0]}, None), "order is kept"
+    assert results[2] == handler({"url": urls[2]}, None), "order is kept"
+    assert set(results[1]) == {"error"}
+    assert results[1]["error"]["code"] == UpstreamError.code
+    assert "404" in results[1]["error"]["message"]
+
+
+def test_direct_batch_images_with_one_failing_item(handler, images, meta):
+    batch = [b64(images["jpeg"]), "%%% not base64 %%%", b64(images["png_rgba"]), b64(b"<svg/>")]
+    results = handler({"images": batch}, None)
+    assert len(results) == 4
+    assert_probabilities(results[0], meta.labels)
+    assert_probabilities(results[2], meta.labels)
+    assert results[1]["error"]["code"] == "bad_request"
+    assert "images[1]" in results[1]["error"]["message"]
+    assert results[3]["error"]["code"] == "unsupported_media_type"
+
+
+def test_every_supported_format(handler, images, meta):
+    for name in ("jpeg", "jpeg_big", "png", "png_rgba", "webp", "bmp", "gif", "gray_png"):
+        assert_probabilities(handler({"image": b64(images[name])}, None), meta.labels)
+
+
+def test_direct_errors_are_typed_exceptions(handler):
+    with pytest.raises(BadRequest, match="'url' must be a string"):
+        handler({"url": 42}, None)
+    with pytest.raises(BadRequest, match="unknown field"):
+        handler({"link": "https://example.com/x.jpg"}, None)
+
+
+# ---------------------------------------------------------------- HTTP events
+
+
+def test_function_url_json_body(handler, event, image_url, meta):
+    ev = with_json_body(event("function_url_post_json"), {"url": image_url("pose.jpg")})
+    body = assert_http_ok(handler(ev, None), meta)
+    assert_probabilities(body, meta.labels)
+    assert body == handler({"url": image_url("pose.jpg")}, None), "same JSON as a direct invoke"
+
+
+def test_function_url_raw_jpeg_body_base64_flagged(handler, event, images, meta):
+    ev = event("function_url_post_image")
+    ev["body"] = b64(images["jpeg"])
+    body = assert_http_ok(handler(ev, None), meta)
+    assert_probabilities(body, meta.labels)
+    assert body == handler({"image": b64(images["jpeg"])}, None)
+
+
+@pytest.mark.parametrize(("name", "content_type"), [
+    ("png_rgba", "image/png"), ("webp", "image/webp"), ("gif", "image/gif"), ("bmp", "image/bmp"),
+    ("jpeg", "image/jpeg; charset=binary"), ("jpeg", "application/octet-stream"),
+])
+def test_function_url_raw_bodies_of_each_type(handler, event, images, meta, name, content_type):
+    ev = event("function_url_post_image")
+    ev["headers"]["content-type"] = content_type
+    ev["body"] = b64(images[name])
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+def test_function_url_raw_bytes_without_content_type_are_sniffed(handler, event, images, meta):
+    """``curl --data-binary @photo.jpg`` sends form-urlencoded: still an image."""
+    ev = event("function_url_post_image")
+    ev["headers"]["content-type"] = "application/x-www-form-urlencoded"
+    ev["body"] = b64(images["jpeg"])
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+    del ev["headers"]["content-type"]
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+def test_function_url_json_body_base64_flagged(handler, event, images, meta):
+    ev = event("function_url_post_json")
+    ev["body"] = b64(json.dumps({"image": b64(images["png"])}).encode())
+    ev["isBase64Encoded"] = True
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+def test_function_url_post_root_predicts_too(handler, event, image_url, meta):
+    ev = with_json_body(event("function_url_post_json"), {"url": image_url("pose.jpg")})
+    ev["rawPath"] = ev["requestContext"]["http"]["path"] = "/"
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+def test_function_url_batch(handler, event, image_url, images, meta):
+    ev = with_json_body(event("function_url_post_json"), {"urls": [image_url("pose.jpg"), image_url("missing.jpg")]})
+    body = assert_http_ok(handler(ev, None), meta)
+    assert_probabilities(body[0], meta.labels)
+    assert body[1]["error"]["code"] == "upstream_error"
+    ev = with_json_body(event("function_url_post_json"), {"images": [b64(images["jpeg"]), b64(images["png"])]})
+    body = assert_http_ok(handler(ev, None), meta)
+    assert [set(item) for item in body] == [set(meta.labels)] * 2
+
+
+def test_api_gateway_v2(handler, event, image_url, meta):
+    ev = with_json_body(event("apigw_v2_post_predict"), {"url": image_url("pose.jpg")})
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+def test_api_gateway_v2_named_stage_prefix_is_stripped(handler, event, image_url, meta):
+    ev = with_json_body(event("apigw_v2_post_predict"), {"url": image_url("pose.jpg")})
+    ev["requestContext"]["stage"] = "prod"
+    ev["rawPath"] = ev["requestContext"]["http"]["path"] = "/prod/predict"
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+def test_api_gateway_v1(handler, event, image_url, meta):
+    ev = with_json_body(event("apigw_v1_post_predict"), {"url": image_url("pose.jpg")})
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+def test_api_gateway_v1_binary_body(handler, event, images, meta):
+    ev = event("apigw_v1_post_predict")
+    ev["headers"]["Content-Type"] = "image/png"
+    ev["body"] = b64(images["png"])
+    ev["isBase64Encoded"] = True
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+def test_server_timing_counts_the_fetch(handler, event, image_url, meta):
+    ev = with_json_body(event("function_url_post_json"), {"url": image_url("pose.jpg")})
+    resp = handler(ev, None)
+    assert_http_ok(resp, meta)
+    durations = [float(m) for m in re.findall(r"dur=([\d.]+)", resp["headers"]["Server-Timing"])]
+    assert len(durations) == 3
+    assert durations[2] > 0.0, "inference takes some time"
+
+
+# ---------------------------------------------------------------- other routes
+
+
+def test_health(handler, event, meta):
+    resp = handler(event("function_url_get_health"), None)
+    assert resp["statusCode"] == 200
+    assert resp["headers"]["Content-Type"] == "application/json"
+    assert resp["headers"]["X-Model-Version"] == meta.version
+    body = json.loads(resp["body"])
+    assert body["status"] == "ok"
+    assert body["model"]["name"] == meta.name
+    assert body["model"]["version"] == meta.version
+    assert body["model"]["labels"] == list(meta.labels)
+    assert body["model"]["input_shape"] == list(meta.input_shape)
+    assert body["unsure_threshold"] == 0.5
+
+
+def test_get_root_serves_the_page(handler, event):
+    web = pytest.importorskip("yogapose.web", reason="the web page module is not in this build")
+    resp = handler(event("function_url_get_root"), None)
+    assert resp["statusCode"] == 200
+    assert resp["headers"]["Content-Type"].startswith("text/html")
+    assert resp["body"] == web.index_html()
+    assert "Content-Security-Policy" in resp["headers"]
+
+
+def test_get_root_asking_for_json_gets_health(handler, event, meta):
+    ev = event("function_url_get_root")
+    ev["headers"]["accept"] = "application/json"
+    resp = handler(ev, None)
+    assert resp["statusCode"] == 200
+    assert json.loads(resp["body"])["model"]["version"] == meta.version
+
+
+def test_unknown_route_is_404_json(handler, event):
+    ev = event("function_url_get_health")
+    ev["rawPath"] = ev["requestContext"]["http"]["path"] = "/admin"
+    resp = handler(ev, None)
+    assert resp["statusCode"] == 404
+    assert resp["headers"]["Content-Type"] == "application/json"
+    assert json.loads(resp["body"])["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("GET", "/predict", "POST, OPTIONS"),
+    ("DELETE", "/predict", "POST, OPTIONS"),
+    ("PUT", "/", "GET, HEAD, POST, OPTIONS"),
+    ("POST", "/health", "GET, HEAD, OPTIONS"),
+])
+def test_wrong_method_is_405_with_allow(handler, event, method, path, allow):
+    ev = event("function_url_get_health")
+    ev["rawPath"] = ev["requestContext"]["http"]["path"] = path
+    ev["requestContext"]["http"]["method"] = method
+    resp = handler(ev, None)
+    assert resp["statusCode"] == 405
+    assert resp["headers"]["Allow"] == allow
+    assert json.loads(resp["body"])["error"]["code"] == "method_not_allowed"
+
+
+def test_options_and_head(handler, event):
+    ev = event("function_url_get_health")
+    ev["requestContext"]["http"]["method"] = "OPTIONS"
+    resp = handler(ev, None)
+    assert resp["statusCode"] == 204
+    assert resp["headers"]["Allow"] == "GET, HEAD, OPTIONS"
+    ev["requestContext"]["http"]["method"] = "HEAD"
+    resp = handler(ev, None)
+    assert resp["statusCode"] == 200 and resp["body"] == ""
+    assert resp["headers"]["Content-Type"] == "application/json"
+
+
+# ---------------------------------------------------------------- observability
+
+
+class FakeContext(SimpleNamespace):
+    """The attributes of awslambdaric's LambdaContext that Powertools reads."""
+
+    def __init__(self, request_id: str = "req-0123"):
+        super().__init__(
+            function_name="yoga-pose-fn", memory_limit_in_mb=2048, aws_request_id=request_id,
+            invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:yoga-pose-fn",
+        )
+
+
+@pytest.fixture
+def log_stream():
+    """What the Powertools logger writes (its handler keeps the stdout of import time)."""
+    import io
+
+    from yogapose import observability
+
+    handler = observability.logger.registered_handler
+    buf = io.StringIO()
+    old = handler.setStream(buf)
+    try:
+        yield buf
+    finally:
+        handler.setStream(old)
+
+
+def _json_lines(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def test_logs_and_metrics_with_a_lambda_context(handler, image_url, images, meta, capsys, log_stream,
+                                                monkeypatch):
+    from yogapose import observability
+
+    monkeypatch.setattr(observability, "_cold_start_pending", True)
+    secret_url = image_url("pose.jpg") + "?X-Amz-Signature=supersecret"
+    handler({"url": secret_url}, FakeContext("req-42"))
+    out = capsys.readouterr().out
+    logged = log_stream.getvalue()
+    assert "supersecret" not in out + logged, "query strings never reach the logs"
+    lines = _json_lines(out)
+    log = next(line for line in _json_lines(logged) if line.get("message") == "request done")
+    assert log["function_request_id"] == "req-42"
+    assert log["service"] == "yoga-pose"
+    assert log["sources"] == [image_url("pose.jpg")]
+    emf = [line for line in lines if "_aws" in line]
+    names = {m["Name"] for blob in emf for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"FetchMs", "DecodeMs", "InferMs", "TotalMs", "BytesFetched", "PredictedClass", "ColdStart"} <= names
+    assert all(d["Namespace"] == "YogaPose" for blob in emf for d in blob["_aws"]["CloudWatchMetrics"])
+    predicted = next(blob for blob in emf if "PredictedClass" in blob)
+    assert predicted["pose"] in meta.labels
+    assert predicted["PredictedClass"] == [1.0]
+    fetched = next(blob for blob in emf if "BytesFetched" in blob)
+    assert fetched["BytesFetched"] == [float(len(images["jpeg"]))]
+    cold = next(blob for blob in emf if "ColdStart" in blob)
+    assert cold["function_name"] == "yoga-pose-fn"
+
+    # A second invoke is warm: no second ColdStart metric.
+    handler({"url": image_url("pose.jpg")}, FakeContext("req-43"))
+    assert "ColdStart" not in capsys.readouterr().out
+
+
+def test_errors_metric_by_code(handler, capsys):
+    with pytest.raises(BadRequest):
+        handler({"urls": 5}, FakeContext())
+    lines = _json_lines(capsys.readouterr().out)
+    errors = [line for line in lines if "Errors" in line]
+    assert errors and errors[0]["code"] == "bad_request"
+
+
+def test_direct_call_without_context_prints_no_metrics(handler, images, capsys, log_stream):
+    handler({"image": b64(images["jpeg"])}, None)
+    assert "_aws" not in capsys.readouterr().out
+    log = [line for line in _json_lines(log_stream.getvalue()) if line.get("message") == "request done"]
+    assert len(log) == 1 and log[0]["predicted"] and "function_request_id" not in log[0]
