@@ -1,0 +1,277 @@
+"""A local stand-in for ``public.ecr.aws/lambda/python:3.12``, built with buildah.
+
+Why: this machine (and CI) has no Docker engine and reaches no container registry, yet
+the real Dockerfile must be built and run. The stand-in mirrors what the Dockerfile and
+the image's users rely on in AWS's base image:
+
+* Python 3.12 in ``/var/lang`` (``LD_LIBRARY_PATH`` includes ``/var/lang/lib``, as on AWS)
+  with a current pip, so the cp312 wheels pinned in ``Pipfile.lock`` install unchanged;
+* the runtime interface client (``awslambdaric``) in ``/var/runtime`` + ``/var/runtime/bootstrap``;
+* the runtime interface emulator at ``/usr/local/bin/aws-lambda-rie`` (the binary AWS SAM
+  CLI ships in its wheel) and ``/lambda-entrypoint.sh`` with AWS's contract;
+* ``ENTRYPOINT ["/lambda-entrypoint.sh"]``, ``WORKDIR /var/task``, ``LAMBDA_TASK_ROOT``.
+
+The Python is the host's own CPython 3.12 (``sys.base_prefix`` of the interpreter running
+this, pyenv's build here) copied onto a Debian bookworm rootfs made by debootstrap: the
+same minor version as the Lambda base (Debian's own python is 3.11 in bookworm and 3.13
+in trixie, either would install different wheels), and bookworm carries exactly the shared
+libraries that build links against (libssl3, libffi8, libsqlite3, ...).
+
+Everything is cached (rootfs under the cache dir, the image in a private buildah store)
+and keyed on the recipe, so only the first run pays for debootstrap.
+Run by hand: ``python -m tests.imagebuild.standin`` prints the image name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+IMAGE_REPO = "localhost/yogapose-lambda-standin"
+SUITE = "bookworm"
+MIRROR = os.environ.get("STANDIN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# Shared libraries the CPython build and the manylinux wheels link against, plus the CA
+# store (pip verifies TLS against it; the build mounts the host's bundle over it).
+DEB_PACKAGES = (
+    "ca-certificates", "libssl3", "libffi8", "libsqlite3-0", "libbz2-1.0", "liblzma5",
+    "zlib1g", "libncursesw6", "libreadline8", "libexpat1", "libtirpc3", "libuuid1",
+    "libstdc++6", "libgcc-s1",
+)  # fmt: skip
+# Hash-pinned tools for the stand-in that are not part of the project's lock.
+TOOLS_FILE = HERE / "standin-tools.txt"
+# awslambdaric (and what it needs) comes from the dev group of Pipfile.lock.
+RIC_PACKAGES = ("awslambdaric", "simplejson", "snapshot-restore-py")
+RIE_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+IMAGE_ENV = {
+    "LANG": "C.UTF-8",
+    "TZ": ":/etc/localtime",
+    "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+    "LD_LIBRARY_PATH": "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib"
+    ":/var/task:/var/task/lib:/opt/lib",
+    "LAMBDA_TASK_ROOT": "/var/task",
+    "LAMBDA_RUNTIME_DIR": "/var/runtime",
+}
+
+
+def log(msg: str) -> None:
+    print(f"[standin] {msg}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    """Outside the work tree, so CI's fresh clones on the same machine reuse it."""
+    path = Path(os.environ.get("YOGAPOSE_IMAGEBUILD_CACHE", "/var/tmp/yogapose-imagebuild"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Buildah:
+    """buildah with a private vfs store: works without overlayfs, fuse or a daemon."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        base = root or cache_dir()
+        self.args = [
+            "buildah",
+            "--root", str(base / "storage"),
+            "--runroot", str(base / "run"),
+            "--storage-driver", "vfs",
+        ]  # fmt: skip
+
+    def __call__(self, *args: str, capture: bool = True, **kw) -> str:
+        proc = subprocess.run(
+            [*self.args, *args],
+            check=False,
+            text=True,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            **kw,
+        )
+        if proc.returncode != 0:
+            detail = (proc.stderr or "")[-4000:] if capture else ""
+            raise RuntimeError(f"buildah {' '.join(args[:3])} ... failed ({proc.returncode}): {detail}")
+        return (proc.stdout or "").strip()
+
+    def image_exists(self, name: str) -> bool:
+        return subprocess.run([*self.args, "inspect", "--type", "image", name],
+                              capture_output=True, check=False).returncode == 0  # fmt: skip
+
+    def image_size(self, name: str) -> int:
+        """Bytes of all layers of ``name`` (uncompressed, as stored)."""
+        images = json.loads(self("images", "--json", name))
+        return int(images[0]["size"])
+
+
+def _lock_requirements(names: tuple[str, ...], group: str = "develop") -> str:
+    lock = json.loads((REPO / "Pipfile.lock").read_text())[group]
+    lines = []
+    for name in names:
+        pkg = lock[name]
+        hashes = " ".join(f"--hash={h}" for h in pkg["hashes"])
+        lines.append(f"{name}{pkg['version']} {hashes}")
+    return "\n".join(lines) + "\n"
+
+
+def recipe_key() -> str:
+    """Changes whenever anything that goes into the stand-in changes."""
+    h = hashlib.sha256()
+    for path in (Path(__file__), HERE / "lambda-entrypoint.sh", HERE / "bootstrap", TOOLS_FILE):
+        h.update(path.read_bytes())
+    h.update(_lock_requirements(RIC_PACKAGES).encode())
+    h.update(f"{sys.version}|{sys.base_prefix}|{platform.machine()}".encode())
+    return h.hexdigest()[:16]
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True)
+
+
+def ensure_rootfs(cache: Path) -> Path:
+    """A trimmed Debian rootfs; built once by debootstrap, then reused (about a minute)."""
+    key = hashlib.sha256(f"{SUITE}|{MIRROR}|{','.join(DEB_PACKAGES)}".encode()).hexdigest()[:12]
+    target = cache / f"rootfs-{SUITE}-{key}.tar"
+    if target.exists():
+        return target
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap)")
+    with tempfile.TemporaryDirectory(dir=cache, prefix="debootstrap-") as tmp:
+        root = Path(tmp) / "rootfs"
+        log(f"debootstrap {SUITE} (first run only, ~1-2 min)")
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(DEB_PACKAGES)}",
+             SUITE, str(root), MIRROR],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        # What a container base image does not need: package caches, indexes, docs.
+        for rel in ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+                    "usr/share/locale", "usr/share/info"):  # fmt: skip
+            shutil.rmtree(root / rel, ignore_errors=True)
+        partial = target.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(root), "-cf", str(partial), "."], check=True)
+        partial.rename(target)
+    return target
+
+
+def ensure_rie(cache: Path) -> Path:
+    """The emulator binary from AWS SAM CLI's wheel (hash-pinned in standin-tools.txt)."""
+    arch = RIE_ARCH[platform.machine()]
+    pin = next(line for line in TOOLS_FILE.read_text().splitlines() if line.startswith("aws-sam-cli"))
+    version = pin.split("==")[1].split()[0]
+    binary = cache / f"aws-lambda-rie-{arch}-{version}"
+    if binary.exists():
+        return binary
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        req = Path(tmp) / "req.txt"
+        req.write_text(pin + "\n")
+        _pip("download", "-q", "--no-deps", "--require-hashes", "-d", tmp, "-r", str(req))
+        (wheel,) = Path(tmp).glob("aws_sam_cli-*.whl")
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read(f"samcli/local/rapid/aws-lambda-rie-{arch}")
+    partial = binary.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.chmod(0o755)
+    partial.rename(binary)
+    return binary
+
+
+def _copy_python(dest: Path) -> None:
+    """This interpreter's installation -> /var/lang, minus its test suite and site-packages."""
+    src = Path(sys.base_prefix)
+    site = Path("lib") / f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        rel = Path(info.name)
+        if rel.is_relative_to(site / "test") or (
+            rel.is_relative_to(site / "site-packages") and rel != site / "site-packages"
+        ):
+            return None
+        # pyenv's console scripts carry the host prefix in their shebang; python3 -m pip works.
+        if rel.parent == Path("bin") and not rel.name.startswith("python"):
+            return None
+        return info
+
+    with tempfile.TemporaryFile() as buf:
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(src, arcname=".", filter=keep)
+        buf.seek(0)
+        with tarfile.open(fileobj=buf, mode="r") as tar:
+            tar.extractall(dest, filter="tar")
+
+
+def ensure_standin(buildah: Buildah | None = None) -> str:
+    """Return the name of the stand-in base image, building it if needed (~2-3 min first time)."""
+    if sys.version_info[:2] != (3, 12):
+        raise RuntimeError(f"the stand-in copies this interpreter; need Python 3.12, got {sys.version}")
+    buildah = buildah or Buildah()
+    image = f"{IMAGE_REPO}:{recipe_key()}"
+    if buildah.image_exists(image):
+        return image
+    cache = cache_dir()
+    rootfs_tar = ensure_rootfs(cache)
+    rie = ensure_rie(cache)
+    log(f"assembling {image}")
+    ctr = buildah("from", "--quiet", "scratch")
+    try:
+        mnt = Path(buildah("mount", ctr))
+        subprocess.run(["tar", "-C", str(mnt), "-xf", str(rootfs_tar)], check=True)
+        lang = mnt / "var" / "lang"
+        lang.mkdir(parents=True)
+        _copy_python(lang)
+        site = lang / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+        runtime = mnt / "var" / "runtime"
+        with tempfile.TemporaryDirectory() as tmp:
+            tools = Path(tmp) / "tools.txt"
+            tools.write_text("".join(line + "\n" for line in TOOLS_FILE.read_text().splitlines()
+                                     if line.startswith("pip==")))  # fmt: skip
+            _pip("install", "-q", "--no-cache-dir", "--no-deps", "--require-hashes",
+                 "--only-binary=:all:", "--target", str(site), "-r", str(tools))  # fmt: skip
+            ric = Path(tmp) / "ric.txt"
+            ric.write_text(_lock_requirements(RIC_PACKAGES))
+            _pip("install", "-q", "--no-cache-dir", "--no-deps", "--require-hashes",
+                 "--only-binary=:all:", "--target", str(runtime), "-r", str(ric))  # fmt: skip
+        shutil.rmtree(site / "bin", ignore_errors=True)
+        shutil.rmtree(runtime / "bin", ignore_errors=True)
+        shutil.copy2(HERE / "bootstrap", runtime / "bootstrap")
+        shutil.copy2(HERE / "lambda-entrypoint.sh", mnt / "lambda-entrypoint.sh")
+        (mnt / "usr" / "local" / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(rie, mnt / "usr" / "local" / "bin" / "aws-lambda-rie")
+        for rel in ("var/task", "opt"):
+            (mnt / rel).mkdir(parents=True, exist_ok=True)
+        buildah("umount", ctr)
+        config = ["config", "--entrypoint", '["/lambda-entrypoint.sh"]', "--workingdir", "/var/task",
+                  "--cmd", "", "--os", "linux", "--arch", platform.machine()]  # fmt: skip
+        for key, value in IMAGE_ENV.items():
+            config += ["--env", f"{key}={value}"]
+        buildah(*config, ctr)
+        # Smoke check: the copied interpreter and its C extensions load inside the rootfs.
+        buildah("run", "--isolation", "chroot", ctr, "--", "/var/lang/bin/python3", "-c",
+                "import ssl, ctypes, sqlite3, lzma, bz2, zlib, pip, sys; "
+                "sys.path.insert(0, '/var/runtime'); import awslambdaric")  # fmt: skip
+        buildah("commit", "--quiet", "--rm", ctr, image)
+        ctr = ""
+    finally:
+        if ctr:
+            subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
+    _prune_old(buildah, image)
+    return image
+
+
+def _prune_old(buildah: Buildah, keep: str) -> None:
+    """Drop stand-ins from older recipes: vfs stores every layer as a full copy."""
+    for line in buildah("images", "--format", "{{.Name}}:{{.Tag}}", "--filter",
+                        f"reference={IMAGE_REPO}").splitlines():  # fmt: skip
+        if line and line != keep:
+            subprocess.run([*buildah.args, "rmi", "-f", line], capture_output=True, check=False)
+
+
+if __name__ == "__main__":
+    print(ensure_standin())

@@ -1,0 +1,238 @@
+"""The real Dockerfile, built and run without Docker: ``docker build`` + ``docker run`` + ``curl``.
+
+buildah builds ``Dockerfile`` on a stand-in for the Lambda Python 3.12 base
+(tests/imagebuild/standin.py says what it mirrors and why), then the built image's
+ENTRYPOINT + CMD run in its root filesystem, and the runtime interface emulator inside is
+invoked over HTTP with a direct ``{"url": ...}`` event and a Function URL event.
+
+Needs root, buildah and debootstrap (``.ci/run`` installs them); skips with the reason
+otherwise, unless REQUIRE_IMAGE_TEST=1 (set by CI), which turns that skip into a failure.
+First run ~4-6 min (debootstrap + pip download in the build); the stand-in base is cached.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.imagebuild import image as img
+from tests.imagebuild import standin
+
+pytestmark = pytest.mark.timeout(1200)
+
+REPO = standin.REPO
+SHARED_VAL = REPO.parent / "shared" / "data" / "yoga" / "val"
+SHIPPED_MODEL = REPO / "model" / "yoga-pose.tflite"
+TAG = "localhost/yogapose-imgtest:latest"
+
+
+def _unavailable() -> str | None:
+    if sys.platform != "linux":
+        return "the daemonless image build needs Linux"
+    if os.geteuid() != 0:
+        return "buildah chroot builds here need root"
+    for tool in ("buildah", "debootstrap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install -y buildah debootstrap; .ci/run does this)"
+    if sys.version_info[:2] != (3, 12):
+        return f"the stand-in base copies this interpreter and needs Python 3.12, not {sys.version}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def buildah() -> standin.Buildah:
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("REQUIRE_IMAGE_TEST") == "1":
+            pytest.fail(f"REQUIRE_IMAGE_TEST=1 but the image test cannot run: {reason}")
+        pytest.skip(reason)
+    return standin.Buildah()
+
+
+def _model_files(tmp: Path) -> list[Path] | None:
+    """None when the shipped model exists (build the work tree as is), else a tiny stand-in."""
+    if SHIPPED_MODEL.exists():
+        return None
+    from tests.tinymodel import make_tiny_model
+
+    tiny = make_tiny_model(tmp / "tiny")
+    meta = json.loads(tiny.with_suffix(".json").read_text())
+    meta["model_file"] = SHIPPED_MODEL.name
+    out = tmp / "model"
+    out.mkdir()
+    shutil.copy2(tiny, out / SHIPPED_MODEL.name)
+    (out / SHIPPED_MODEL.with_suffix(".json").name).write_text(json.dumps(meta, indent=2))
+    return [out / SHIPPED_MODEL.name, out / SHIPPED_MODEL.with_suffix(".json").name]
+
+
+@pytest.fixture(scope="module")
+def built(buildah, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("imagebuild")
+    base = standin.ensure_standin(buildah)
+    model_files = _model_files(tmp)
+    # With the shipped model in the tree the build context is the work tree itself, exactly
+    # what `docker build .` sends (.dockerignore applies); until then a copy with a tiny model.
+    context = REPO if model_files is None else img.make_context(tmp / "context", model_files)
+    img.remove_image(buildah, TAG)
+    built = img.build_image(buildah, context, base, TAG, tmp / "build.log")
+    labels = json.loads((context / "model" / "yoga-pose.json").read_text())["labels"]
+    yield built, labels, context
+    if os.environ.get("YOGAPOSE_KEEP_IMAGE") != "1":
+        img.remove_image(buildah, TAG)
+
+
+@pytest.fixture(scope="module")
+def image_server():
+    """A loopback web server with a real validation photo (or a generated one) as /pose.jpg."""
+    from pytest_httpserver import HTTPServer
+
+    photos = sorted((SHARED_VAL / "tree").glob("*.jpg")) if SHARED_VAL.exists() else []
+    if photos:
+        data = photos[0].read_bytes()
+    else:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (320, 240), (200, 120, 40)).save(buf, "JPEG")
+        data = buf.getvalue()
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.expect_request("/pose.jpg").respond_with_data(data, content_type="image/jpeg")
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def function(buildah, built, tmp_path_factory):
+    log = tmp_path_factory.mktemp("run") / "function.log"
+    env = {"ALLOW_PRIVATE_URLS": "true", "POWERTOOLS_METRICS_NAMESPACE": "YogaPoseImageTest"}
+    with img.RunningFunction(buildah, built[0].name, env, log) as running:
+        yield running
+        print(running.output())  # shown by pytest only when a test fails
+
+
+def _find_probabilities(value, labels):
+    """The {label: probability} dict in a response, wherever the contract nests it."""
+    if isinstance(value, dict):
+        if set(value) == set(labels) and all(isinstance(v, float | int) for v in value.values()):
+            return value
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            found = _find_probabilities(item, labels)
+            if found is not None:
+                return found
+    return None
+
+
+def _assert_probabilities(payload, labels):
+    probs = _find_probabilities(payload, labels)
+    assert probs is not None, f"no {{label: probability}} for {labels} in {payload!r}"
+    assert all(0.0 <= p <= 1.0 for p in probs.values()), probs
+    assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-3), probs
+
+
+def _invoke(function, event: dict):
+    import requests
+
+    resp = requests.post(function.url, json=event, timeout=120)
+    assert resp.status_code == 200, f"{resp.status_code} {resp.text}\n{function.output()}"
+    return resp.json()
+
+
+def test_image_layers_and_contents(buildah, built, capsys):
+    image, _, context = built
+    config = json.loads(buildah("inspect", "--type", "image", image.name))["OCIv1"]["config"]
+    assert config["Cmd"] == ["lambda_function.lambda_handler"]
+    assert config["Entrypoint"] == ["/lambda-entrypoint.sh"]  # inherited from the base
+    # Base layers, then one layer of dependencies, then model, package and handler.
+    assert len(image.layers) == image.base_layers + 4, image.layers
+    deps = image.layers[image.base_layers]
+    assert deps > 50 * 1024 * 1024, "the first layer on the base should be the dependencies"
+    with img.Rootfs(buildah, image.name) as root:
+        task = root / "var" / "task"
+        for rel in ("lambda_function.py", "yogapose/__init__.py", "yogapose/config.py",
+                    "model/yoga-pose.tflite", "model/yoga-pose.json", "numpy", "PIL",
+                    "ai_edge_litert", "aws_lambda_powertools", "boto3"):  # fmt: skip
+            assert (task / rel).exists(), rel
+        assert (task / "model" / "yoga-pose.tflite").read_bytes() == (
+            context / "model" / "yoga-pose.tflite"
+        ).read_bytes()
+        # Nothing the build used and nothing .dockerignore keeps out.
+        for rel in ("tests", "convert", "bench", "Pipfile", "Pipfile.lock", ".venv", "bin", "README.md"):
+            assert not (task / rel).exists(), rel
+        for rel in ("tmp/build", "opt/deps", "root/.cache/pip"):
+            assert not (root / rel).exists(), rel
+        # Compiled at build time: /var/task is read-only on Lambda.
+        assert list((task / "numpy").glob("__pycache__/*.pyc"))
+    mib = image.added_bytes / 2**20
+    sizes = ", ".join(f"{n / 2**20:.1f}" for n in image.layers[image.base_layers :])
+    with capsys.disabled():
+        print(f"\n[image] built in {image.seconds:.0f} s; adds {mib:.1f} MiB on top of the base "
+              f"(layers deps/model/package/handler: {sizes} MiB, uncompressed)")  # fmt: skip
+
+
+def test_direct_url_event_over_emulator(function, built, image_server):
+    labels = built[1]
+    result = _invoke(function, {"url": image_server.url_for("/pose.jpg")})
+    _assert_probabilities(result, labels)
+
+
+def test_function_url_event_over_emulator(function, built, image_server):
+    labels = built[1]
+    body = json.dumps({"url": image_server.url_for("/pose.jpg")})
+    event = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/predict",
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "abc.lambda-url.us-east-1.on.aws"},
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abc",
+            "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "http": {
+                "method": "POST",
+                "path": "/predict",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "image-test",
+            },
+            "requestId": "image-test-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "22/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 1795305600000,
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+    response = _invoke(function, event)
+    assert response["statusCode"] == 200, response
+    headers = {k.lower(): v for k, v in response["headers"].items()}
+    assert headers["content-type"].startswith("application/json"), headers
+    _assert_probabilities(json.loads(response["body"]), labels)
+
+
+def test_bad_url_is_a_clear_error_and_the_function_survives(function, built, image_server):
+    event = {
+        "version": "2.0",
+        "rawPath": "/predict",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {"http": {"method": "POST", "path": "/predict"}},
+        "body": json.dumps({"url": "ftp://127.0.0.1/pose.jpg"}),
+        "isBase64Encoded": False,
+    }
+    response = _invoke(function, event)
+    assert 400 <= response["statusCode"] < 500, response
+    assert "error" in json.loads(response["body"]), response
+    # Same process, next request still answers.
+    _assert_probabilities(_invoke(function, {"url": image_server.url_for("/pose.jpg")}), built[1])
