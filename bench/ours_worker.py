@@ -87,6 +87,34 @@ def fetch_mode(cfg) -> int:
     return 0
 
 
+def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
+    """Per-stage medians of the request path (base64, decode+resize, tensor), per image."""
+    from yogapose import imaging
+
+    try:
+        from yogapose.app import decode_base64
+
+        def b64(text: str) -> bytes:
+            return decode_base64(text, "image", settings.max_bytes)
+    except ImportError:
+        def b64(text: str) -> bytes:
+            return base64.b64decode(text, validate=True)
+
+    runs = max(3, min(10, cfg["infer_runs"] // 4))
+    res = {}
+    for name, data in images.items():
+        text = events[name]["image"]
+        img = imaging.load_resized(data, prep, settings.max_pixels)
+        res[name] = {
+            "base64": wcommon.summarize(wcommon.timeit(lambda t=text: b64(t), runs, 1.0, min_runs=3)),
+            "decode_resize": wcommon.summarize(wcommon.timeit(
+                lambda d=data: imaging.load_resized(d, prep, settings.max_pixels), runs, 1.0, min_runs=3)),
+            "to_tensor": wcommon.summarize(wcommon.timeit(
+                lambda i=img: imaging.to_input_array(i, prep), runs, 1.0, min_runs=3)),
+        }
+    return res
+
+
 def main() -> int:
     cfg = json.loads(sys.argv[1])
     if cfg["mode"] == "fetch":
@@ -128,6 +156,7 @@ def main() -> int:
 
     settings = load_settings()
     prep = load_metadata(settings.model_path).preprocessing
+    out["stages"] = stages(images, events, settings, prep, cfg)
     x = preprocess_bytes(next(iter(images.values())), prep, settings.max_pixels)
     out["infer"] = wcommon.summarize(
         infer_only(str(settings.model_path), settings.num_threads, x, cfg["infer_runs"], budget))

@@ -136,7 +136,22 @@ def main() -> int:
     out["rss"] = wcommon.peak_rss_mb()
     from io import BytesIO
 
+    import numpy as np
     from PIL import Image
+
+    pre = stack.preprocessor
+    st_runs = max(3, min(10, cfg["infer_runs"] // 4))
+    out["stages"] = {}
+    for name, data in images.items():
+        text = events[name]["image"]
+        small = pre.resize_image(Image.open(BytesIO(data)))
+        out["stages"][name] = {
+            "base64": wcommon.summarize(wcommon.timeit(lambda t=text: base64.b64decode(t), st_runs, 1.0, min_runs=3)),
+            "decode_resize": wcommon.summarize(wcommon.timeit(
+                lambda d=data: pre.resize_image(Image.open(BytesIO(d))), st_runs, 1.0, min_runs=3)),
+            "to_tensor": wcommon.summarize(wcommon.timeit(
+                lambda i=small: pre.preprocess(np.expand_dims(pre.image_to_array(i), axis=0)), st_runs, 1.0, min_runs=3)),
+        }
 
     x = stack.preprocessor.convert_to_tensor(Image.open(BytesIO(next(iter(images.values())))))
     stack.interpreter.set_tensor(stack.input_index, x)

@@ -279,6 +279,30 @@ def render(results: dict) -> str:
                      if any_row else "No app-level bytes function found in our stack.")
         L.append("")
 
+    # Stage breakdown
+    h = headline(results)
+    if h is not None:
+        ref = _ref_for(configs, h["threads"])
+        rows = []
+        for n in names:
+            for c in (h, ref):
+                if not c or not _ok(c, "warm") or n not in (c["warm"].get("stages") or {}):
+                    continue
+                st = c["warm"]["stages"][n]
+                parts = [_med(st.get("base64")), _med(st.get("decode_resize")), _med(st.get("to_tensor")),
+                         _med(c["warm"].get("infer"))]
+                total = sum(p for p in parts if p is not None)
+                rows.append(f"| {IMAGE_LABELS[n]} | {_label(c)} {c['variant']} | " +
+                            " | ".join(_f(p, 1) for p in parts) +
+                            f" | {total:.1f} | {_f(_med(_img(c, n)), 1)} |")
+        if rows:
+            L += [f"## Where the time goes ({h['threads']} thread{'s' if h['threads'] > 1 else ''}, medians in ms)", "",
+                  ("Each stage timed alone in the warm worker. Ours: `yogapose.app.decode_base64`, "
+                  "`imaging.load_resized` (draft decode, EXIF, alpha, resize), `imaging.to_input_array`; reference: "
+                  "`base64.b64decode`, `Image.open` + `resize_image` (full decode, NEAREST), array + scaling."), "",
+                  "| image | stack | base64 | decode + resize | to tensor | inference | sum | measured e2e |",
+                  "|---|---|---|---|---|---|---|---|", *rows, ""]
+
     # Answers sanity
     answers = []
     for c in configs:
