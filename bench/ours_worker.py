@@ -28,9 +28,15 @@ sys.path.insert(0, REPO)  # Lambda's task root: where lambda_function.py lives
 import wcommon
 
 
-def import_handler():
-    """-> (module, kind). Falls back to bench/shim.py only if lambda_function.py is absent."""
-    if os.path.exists(os.path.join(REPO, "lambda_function.py")):
+def import_handler(task_root: str = REPO):
+    """-> (module, kind). Falls back to bench/shim.py only if lambda_function.py is absent.
+
+    ``task_root`` may point at a copy of the deployable code (lambda_function.py +
+    yogapose/) to import it from there, e.g. without its ``__pycache__``.
+    """
+    if os.path.exists(os.path.join(task_root, "lambda_function.py")):
+        if task_root != REPO:
+            sys.path.insert(0, task_root)
         import lambda_function
 
         return lambda_function, "lambda_function"
@@ -124,7 +130,7 @@ def main() -> int:
     ctx = wcommon.FakeContext()
 
     t0 = time.perf_counter()
-    mod, kind = import_handler()
+    mod, kind = import_handler(cfg.get("task_root") or REPO)
     t_import = time.perf_counter() - t0
 
     if cfg["mode"] == "cold":

@@ -47,6 +47,8 @@ def _ratio(ref: float | None, ours: float | None) -> str:
 
 
 def _label(c: dict) -> str:
+    if c.get("task_root"):
+        return "ours (LiteRT), app code without .pyc (as the image ships it)"
     return {"ours": "ours (LiteRT)", "reference": "reference (tflite-runtime 2.14)",
             "keras": "Keras model(x)"}[c["stack"]]
 
@@ -84,7 +86,8 @@ def _rss(c: dict | None) -> float | None:
 
 def headline(results: dict) -> dict | None:
     """The configuration Lambda runs by default: shipped variant, 1 thread (or the first)."""
-    cs = [c for c in results["configs"] if c["stack"] == "ours" and c["variant"] == results["meta"]["shipped_variant"]]
+    cs = [c for c in results["configs"] if c["stack"] == "ours" and not c.get("cold_only")
+          and c["variant"] == results["meta"]["shipped_variant"]]
     return next((c for c in cs if c["threads"] == 1), cs[0] if cs else None)
 
 
@@ -258,6 +261,8 @@ def render(results: dict) -> str:
               "|---|---|---|" + "---|" * len(names)]
         any_row = False
         for c in configs:
+            if c.get("cold_only"):
+                continue
             if not _ok(c, "warm"):
                 L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | error: {c.get('warm', {}).get('error', '?')[:150]} |" + " |" * (len(names) - 1))
                 continue

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -470,12 +471,28 @@ def main(argv: list[str] | None = None) -> int:
             configs.append({"id": f"keras/float32/t{t}", "stack": "keras", "variant": "float32", "threads": t,
                             "py": keras_py, "script": "keras_worker.py", "model": found["keras_model"]})
 
+    # The image ships lambda_function.py + yogapose/ without __pycache__ (and /var/task is
+    # read-only), so every cold start compiles the app's sources: measure that case too.
+    nopyc_root = None
+    if (REPO / "lambda_function.py").exists() and found["shipped_variant"] in found["variants"]:
+        nopyc_root = Path(tempfile.mkdtemp(prefix="bench-taskroot-"))
+        shutil.copytree(REPO / "yogapose", nopyc_root / "yogapose",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copy2(REPO / "lambda_function.py", nopyc_root / "lambda_function.py")
+        v = found["shipped_variant"]
+        configs.append({"id": f"ours/{v}/t{threads[0]}/nopyc", "stack": "ours", "variant": v,
+                        "threads": threads[0], "py": ours_py, "script": "ours_worker.py",
+                        "model": found["variants"][v], "cold_only": True, "task_root": str(nopyc_root)})
+
     def cfg_for(c: dict, mode: str, imgs: list[str]) -> tuple[dict, dict]:
         base = {"mode": mode, "images": imgs, "runs": plan.runs, "budget_s": plan.budget_s,
-                "infer_runs": plan.infer_runs, "threads": c["threads"], "model": c["model"]}
+                "infer_runs": plan.infer_runs, "threads": c["threads"], "model": c["model"],
+                "task_root": c.get("task_root")}
         if c["stack"] == "keras":
             base.update(keras_model=c["model"], labels=labels)
         env = worker_env(MODEL_PATH=c["model"], NUM_THREADS=c["threads"])
+        if c.get("task_root"):
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
         return base, env
 
     # Cold starts, interleaved round-robin across configurations so slow drifts in the
@@ -498,7 +515,11 @@ def main(argv: list[str] | None = None) -> int:
         c["cold"] = summarize_cold(cold[c["id"]])
 
     log("warm latency, inference and peak RSS (one process per configuration)")
+    if nopyc_root is not None:
+        shutil.rmtree(nopyc_root, ignore_errors=True)
     for c in configs:
+        if c.get("cold_only"):
+            continue
         cfg, env = cfg_for(c, "warm", img_paths)
         t0 = time.perf_counter()
         c["warm"] = run_worker(c["py"], c["script"], cfg, env, timeout=400)
