@@ -81,7 +81,7 @@ def data_summary(data: Path) -> dict:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     counts = Counter((r["split"], r["cls"], "cgi" if r["synthetic"] == "1" else "real") for r in rows)
-    repos = Counter(r["repo"] for r in rows)
+    repos = Counter(r.get("repo", "") for r in rows)
     return {"counts": {"|".join(k): v for k, v in counts.items()}, "repos": dict(repos.most_common()),
             "images": len(rows)}
 
