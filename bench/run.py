@@ -69,7 +69,7 @@ class Plan:
         else:
             self.cold_runs, self.keras_cold_runs, self.cold_discard = 7, 3, 1
             self.runs = {"photo-300.jpg": 40, "phone-12mp.jpg": 20, "alpha.png": 30}
-            self.budget_s, self.infer_runs, self.fetch_runs = 3.0, 40, 20
+            self.budget_s, self.infer_runs, self.fetch_runs = 2.5, 40, 20
 
 
 # ----------------------------------------------------------------------------- processes
