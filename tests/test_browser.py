@@ -303,6 +303,34 @@ def test_large_rotated_photo_is_shrunk_and_turned_upright_before_upload(page, se
     assert len(sent_bytes) < path.stat().st_size / 2
 
 
+def test_drag_and_drop_and_the_camera_button(page, server, labels):
+    buf = io.BytesIO()
+    Image.new("RGB", (500, 400), (90, 160, 200)).save(buf, "JPEG", quality=90)
+    seen = len(server.recorder.events)
+    # A real DataTransfer carrying a File, dropped on the drop zone.
+    transfer = page.evaluate_handle(
+        """b64 => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+            return dt;
+        }""",
+        base64.b64encode(buf.getvalue()).decode(),
+    )
+    page.dispatch_event("#drop", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    _wait_for_result(page)
+    _check_result(page, labels, None)
+    assert len(server.recorder.events) == seen + 1
+    assert page.inner_text("#photo-caption") == "dropped.jpg"
+
+    # "Take a photo" opens the picker that asks phones for the rear camera.
+    with page.expect_file_chooser() as chooser:
+        page.click("#camera-button")
+    assert chooser.value.element.get_attribute("capture") == "environment"
+    assert chooser.value.element.get_attribute("accept") == "image/*"
+
+
 def test_paste_a_link_served_from_loopback(page, server, photo, labels, httpserver):
     path, expected = photo
     httpserver.expect_request("/pose.jpg").respond_with_data(
