@@ -383,3 +383,86 @@ def test_direct_call_without_context_prints_no_metrics(handler, images, capsys, 
     assert "_aws" not in capsys.readouterr().out
     log = [line for line in _json_lines(log_stream.getvalue()) if line.get("message") == "request done"]
     assert len(log) == 1 and log[0]["predicted"] and "function_request_id" not in log[0]
+
+
+# ---------------------------------------------------------------- unexpected failures
+
+
+def test_unexpected_error_is_a_500_without_details_over_http(handler, event, images, monkeypatch, log_stream):
+    from yogapose import imaging
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals /var/task/yogapose/imaging.py line 1")
+
+    monkeypatch.setattr(imaging, "load_resized", broken)
+    ev = event("function_url_post_image")
+    ev["body"] = b64(images["jpeg"])
+    resp = handler(ev, None)
+    assert resp["statusCode"] == 500
+    body = json.loads(resp["body"])
+    assert body["error"]["code"] == "internal_error"
+    assert "secret" not in resp["body"] and "Traceback" not in resp["body"]
+    assert "secret internals" in log_stream.getvalue(), "the details go to the log"
+
+
+def test_unexpected_error_in_a_direct_invoke_is_a_chained_pose_error(handler, images, monkeypatch):
+    from yogapose import imaging
+    from yogapose.errors import PoseError
+
+    monkeypatch.setattr(imaging, "load_resized", lambda *a, **k: 1 / 0)
+    with pytest.raises(PoseError, match="internal error") as info:
+        handler({"image": b64(images["jpeg"])}, None)
+    assert type(info.value) is PoseError
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    # In a batch, only the broken item fails.
+    results = handler({"images": [b64(images["jpeg"])]}, None)
+    assert results == [{"error": {"code": "internal_error", "message": "internal error; see the function's logs"}}]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli(*args, env_extra=None):
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO_ROOT
+
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "yogapose", *args], check=False, cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_predict_prints_the_direct_invoke_json(handler, tiny_model_path, images, image_url, tmp_path):
+    photo = tmp_path / "pose.jpg"
+    photo.write_bytes(images["jpeg"])
+    out = _cli("predict", str(photo), "--model", str(tiny_model_path))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == handler({"image": b64(images["jpeg"])}, None)
+    # Several inputs (a file and a URL) -> a list in order.
+    out = _cli("predict", str(photo), image_url("pose.png"), "--model", str(tiny_model_path),
+               env_extra={"ALLOW_PRIVATE_URLS": "true"})
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert results[0] == handler({"image": b64(images["jpeg"])}, None)
+    assert results[1] == handler({"url": image_url("pose.png")}, None)
+
+
+def test_cli_errors_are_one_line_with_exit_codes(tiny_model_path, tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    out = _cli("predict", str(bad), "--model", str(tiny_model_path))
+    assert out.returncode == 1
+    assert out.stdout == ""
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "unsupported_media_type" in lines[0]
+    assert "Traceback" not in out.stderr
+    out = _cli("predict", str(tmp_path / "missing.jpg"), "--model", str(tiny_model_path))
+    assert out.returncode == 1 and "cannot read" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("predict", str(bad), "--model", str(tmp_path / "no-model.tflite"))
+    assert out.returncode == 1 and "model file not found" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("predict")
+    assert out.returncode == 2 and "usage" in out.stderr.lower()
+    out = _cli("frobnicate")
+    assert out.returncode == 2
