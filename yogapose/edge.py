@@ -98,12 +98,12 @@ def event_kind(event: Any) -> str:
     """
     if not isinstance(event, dict):
         raise BadRequest(
-            f"event must be a JSON object such as {{\"url\": \"https://...\"}}, got {_type_name(event)}"
+            f"event must be a JSON object such as {{\"url\": \"https://...\"}}, got {type_name(event)}"
         )
     ctx = event.get("requestContext")
     if event.get("version") == "2.0" and isinstance(ctx, dict) and ("rawPath" in event or "http" in ctx):
         domain = str(ctx.get("domainName") or "")
-        return "function_url" if ".lambda-url." in domain or "lambda-url" in domain else "apigw_v2"
+        return "function_url" if ".lambda-url." in domain else "apigw_v2"
     if "httpMethod" in event and "requestContext" in event:
         return "apigw_v1"
     return "direct"
@@ -138,7 +138,7 @@ def parse_http(event: dict, kind: str) -> HttpRequest:
     headers = _headers(event.get("headers"))
     body = event.get("body")
     if body is not None and not isinstance(body, str):
-        raise BadRequest(f"body must be a string, got {_type_name(body)}")
+        raise BadRequest(f"body must be a string, got {type_name(body)}")
     is_b64 = event.get("isBase64Encoded", False)
     if not isinstance(is_b64, bool):
         raise BadRequest("isBase64Encoded must be true or false")
@@ -150,7 +150,7 @@ def _headers(raw: Any) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise BadRequest(f"headers must be an object, got {_type_name(raw)}")
+        raise BadRequest(f"headers must be an object, got {type_name(raw)}")
     out: dict[str, str] = {}
     for name, value in raw.items():
         if isinstance(name, str) and isinstance(value, str):
@@ -296,16 +296,12 @@ def head_only(resp: dict) -> dict:
     return {**resp, "body": ""}
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """JSON name of a value's type for error messages (``object``, ``array``, ``null``...)."""
     if value is None:
         return "null"
     return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
             float: "number"}.get(type(value), type(value).__name__)
-
-
-def type_name(value: Any) -> str:
-    """JSON-ish name of a value's type for error messages (``object``, ``array``, ...)."""
-    return _type_name(value)
 
 
 def _short(exc: BaseException) -> str:
