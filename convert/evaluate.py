@@ -79,7 +79,7 @@ class Metrics:
         lines.append("|---|---:|---:|---:|")
         r, p = self.recall(), self.precision()
         for i, lab in enumerate(self.labels):
-            fmt = lambda v: "-" if np.isnan(v) else f"{v:.3f}"  # noqa: E731
+            fmt = lambda v: "-" if np.isnan(v) else f"{v:.3f}"
             lines.append(f"| {lab} | {fmt(p[i])} | {fmt(r[i])} | {int(self.confusion[i].sum())} |")
         lines.append("")
         lines.append("Confusion matrix (rows = true, columns = predicted):")

@@ -122,21 +122,21 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
     lines = [
         "# Model card: yoga-pose-xception",
         "",
-        f"Classifies a photo as one of {len(labels)} yoga poses: {', '.join(labels)} "
+        (f"Classifies a photo as one of {len(labels)} yoga poses: {', '.join(labels)} "
         "(warrior = Warrior II). Shipped as `yoga-pose.tflite` "
         f"({meta.quantization}, {(model_dir / meta.model_file).stat().st_size / 1e6:.1f} MB, sha256 `{meta.sha256[:12]}…`) "
-        "with `yoga-pose.json`, the metadata the server reads (labels in output order, input shape, preprocessing).",
+        "with `yoga-pose.json`, the metadata the server reads (labels in output order, input shape, preprocessing)."),
         "",
-        "**For research and demonstration only.** The training photos were collected from public GitHub "
+        ("**For research and demonstration only.** The training photos were collected from public GitHub "
         "repositories whose authors state no licence (one is MIT); the model inherits that caveat. "
-        "ImageNet terms apply to the Xception backbone weights.",
+        "ImageNet terms apply to the Xception backbone weights."),
         "",
         "## Data",
         "",
-        f"`../shared/data/yoga/` ({data.get('images', '?')} images, manifest sha256 "
+        (f"`../shared/data/yoga/` ({data.get('images', '?')} images, manifest sha256 "
         f"`{str((train_info.get('training') or {}).get('manifest_sha256') or '')[:12]}…`). Every image's source repository, "
         "commit and original path are in `manifest.csv`. Real photos were checked by eye; CGI renders "
-        "(a public synthetic set of 3D models) are reported separately. Near-duplicates were kept within one split.",
+        "(a public synthetic set of 3D models) are reported separately. Near-duplicates were kept within one split."),
         "",
         "| class | train real | train CGI | val real | val CGI |",
         "|---|---:|---:|---:|---:|",
@@ -151,17 +151,17 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
     for k, v in recipe.items():
         lines.append(f"- **{k.replace('_', ' ')}**: {v}")
     lines += [
-        "- **preprocessing** (identical in training and serving, one code path `yogapose.imaging`): decode with Pillow, "
+        ("- **preprocessing** (identical in training and serving, one code path `yogapose.imaging`): decode with Pillow, "
         "EXIF orientation applied, RGB (alpha composited on white), JPEG draft decoding, resize to "
         f"{meta.preprocessing.size[0]}x{meta.preprocessing.size[1]} ({meta.preprocessing.interpolation}, aspect ratio not kept), "
-        "`x / 127.5 - 1`.",
+        "`x / 127.5 - 1`."),
         "",
         "Reproduce: `python -m convert.pipeline --weights ../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5`.",
         "",
         "## Validation (through the serving code path)",
         "",
-        "Measured by `python -m convert.evaluate model/yoga-pose.tflite ../shared/data/yoga/val` on the shipped flatbuffer. "
-        "The real-photo numbers are the ones that matter; a held-out test set exists elsewhere.",
+        ("Measured by `python -m convert.evaluate model/yoga-pose.tflite ../shared/data/yoga/val` on the shipped flatbuffer. "
+        "The real-photo numbers are the ones that matter; a held-out test set exists elsewhere."),
         "",
         report(ev),
         "",
@@ -187,8 +187,8 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
         "",
         "## Limits",
         "",
-        "- Six poses only: anything else (another pose, no person) still gets one of the six labels; "
-        "the web page and callers should treat a low top probability as \"unsure\".",
+        ("- Six poses only: anything else (another pose, no person) still gets one of the six labels; "
+        "the web page and callers should treat a low top probability as \"unsure\"."),
         "- Web-collected labels carry a few percent of noise and pose variants (twisted chair, cobra vs upward dog).",
         "- One person, full body, roughly centred works best; the input is squashed to 150x150.",
         "",

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- phase 2: fine-tune the top blocks + head on the cached bottom output
     if args.epochs_finetune > 0:
         base.trainable = True
-        top_layers = set(id(layer) for layer in top.layers)
+        top_layers = {id(layer) for layer in top.layers}
         for layer in base.layers:
             is_bn = isinstance(layer, keras.layers.BatchNormalization)
             layer.trainable = id(layer) in top_layers and not is_bn
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
         "preprocessing": prep.to_dict(),
         "recipe": {
             "architecture": "Xception(include_top=False, imagenet) -> GAP -> Dense(500, relu) -> "
-                            "Dropout(0.2) -> Dense(%d, softmax)" % n_classes,
+                            f"Dropout(0.2) -> Dense({n_classes}, softmax)",
             "input_size": args.input_size,
             "phase1": f"head only, Adam lr={args.lr_head}, <= {args.epochs_head} epochs",
             "phase2": f"fine-tune from {args.finetune_from} (BatchNorm frozen), Adam lr={args.lr_finetune}, "
@@ -326,8 +326,8 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": args.batch_size,
             "seed": args.seed,
         },
-        "train_images": int(len(train.labels)),
-        "val_images": int(len(val.labels)),
+        "train_images": len(train.labels),
+        "val_images": len(val.labels),
         "manifest_sha256": file_sha256(args.data / "manifest.csv"),
         "val_accuracy_keras": acc,
         "val_macro_recall_keras": float(np.mean(recalls)),

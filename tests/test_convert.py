@@ -17,11 +17,11 @@ from PIL import Image
 
 tf = pytest.importorskip("tensorflow", reason="training extras (tensorflow) not installed: pipenv sync --categories train")
 
-from convert import convert as conv  # noqa: E402
-from convert import evaluate as ev  # noqa: E402
-from convert import pipeline  # noqa: E402
-from tests.tinymodel import LABELS, build_keras_tiny  # noqa: E402
-from yogapose.metadata import Preprocessing, load_metadata, sha256_file  # noqa: E402
+from convert import convert as conv
+from convert import evaluate as ev
+from convert import pipeline
+from tests.tinymodel import LABELS, build_keras_tiny
+from yogapose.metadata import Preprocessing, load_metadata, sha256_file
 
 PREP = Preprocessing()
 

@@ -6,9 +6,9 @@ Every variable has a safe default; the README documents each of them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from . import __version__
 

@@ -53,7 +53,7 @@ class Preprocessing:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         resize = d["resize"]
         scale = d["scale"]
         if resize.get("keep_aspect_ratio", False):
@@ -103,7 +103,7 @@ class ModelMetadata:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelMetadata":
+    def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
         if d.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unsupported metadata schema_version {d.get('schema_version')!r}")
         known = {"schema_version", "name", "model_file", "sha256", "labels", "input", "output",
