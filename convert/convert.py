@@ -167,10 +167,13 @@ def convert_and_verify(
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     max_diff: float | None = None,
     extra: dict | None = None,
+    rejected_dir: Path | None = None,
 ) -> ModelMetadata:
     """Convert, verify against Keras on ``val_inputs`` and only then write model + metadata.
 
-    Raises :class:`VerificationError` (and writes nothing) when the flatbuffer disagrees.
+    Raises :class:`VerificationError` when the flatbuffer disagrees; nothing is written to
+    ``output``. With ``rejected_dir`` the refused flatbuffer is kept there, clearly apart,
+    so a report can still measure it.
     """
     flatbuffer = convert_keras(keras_model, variant, representative)
     max_diff = DEFAULT_MAX_DIFF[variant] if max_diff is None else max_diff
@@ -185,9 +188,14 @@ def convert_and_verify(
         tfl_probs = tflite_predict(candidate, val_inputs)
         result = verify(keras_probs, tfl_probs)
         if result.top1_agreement < min_agreement or result.max_abs_diff > max_diff:
+            if rejected_dir is not None:
+                rejected_dir.mkdir(parents=True, exist_ok=True)
+                kept = rejected_dir / output.name
+                os.replace(candidate, kept)
+                write_metadata(build_metadata(kept, class_names, prep, variant, result, extra), kept)
             raise VerificationError(
                 f"{variant}: top-1 agreement {result.top1_agreement:.4f} (min {min_agreement}), "
-                f"max |dp| {result.max_abs_diff:.4g} (max {max_diff}) on {result.images} images; not written"
+                f"max abs prob diff {result.max_abs_diff:.4g} (max {max_diff}) on {result.images} images; not written"
             )
         os.replace(candidate, output)
     meta = build_metadata(output, class_names, prep, variant, result, extra)

@@ -161,3 +161,15 @@ def test_pipeline_ships_exactly_one_model(tmp_path, dataset, keras_model):
     assert meta["selection"]["why"]
     card = (model_dir / "README.md").read_text()
     assert "research and demonstration" in card and "| float16 |" in card and "Why this one ships" in card
+
+
+def test_refused_variant_can_be_kept_apart_for_reporting(tmp_path, keras_model, val):
+    x, _, probs = val
+    out = tmp_path / "model" / "m.tflite"
+    rejected = tmp_path / "rejected"
+    with pytest.raises(conv.VerificationError):
+        conv.convert_and_verify(keras_model, "float32", out, list(LABELS), PREP, x, np.roll(probs, 1, axis=1),
+                                rejected_dir=rejected)
+    assert not out.exists()
+    kept = json.loads((rejected / "m.json").read_text())
+    assert kept["verification"]["top1_agreement"] < 0.99 and (rejected / "m.tflite").is_file()
