@@ -2,7 +2,9 @@
 
 The photos are not hand-picked: the first ``PER_CLASS`` real photographs (not CGI renders)
 of each class in ``../shared/data/yoga/val``, sorted by file name. The model must get at least
-``MIN_ACCURACY`` of them right. Skips, with the reason, when the model or ``../shared`` is absent.
+``MIN_ACCURACY`` of them right: well below its measured real-photo val accuracy (model card),
+so sampling noise on 60 photos cannot fail it, while a broken handler path (wrong labels,
+preprocessing or orientation) lands near chance (1/6) and does. Skips, with the reason, when the model or ``../shared`` is absent.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from yogapose.metadata import load_metadata
 from .conftest import REPO_ROOT, b64
 
 SHIPPED = REPO_ROOT / "model" / "yoga-pose.tflite"
-PER_CLASS = 5
-MIN_ACCURACY = 0.8
+PER_CLASS = 10
+MIN_ACCURACY = 0.75
 
 
 @pytest.fixture(scope="module")
