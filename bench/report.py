@@ -381,6 +381,18 @@ def render(results: dict) -> str:
           f"- ours, whole Pipfile [packages] (+ boto3): {dep('ours_pipfile')}",
           f"- reference, tflite-runtime + numpy + Pillow + keras-image-helper: {dep('ref')}", ""]
 
+    acc = results.get("accuracy") or {}
+    if acc:
+        base = (acc.get("float32") or {}).get("real_accuracy")
+        L += ["## Variants: size and accuracy (validation, real photos; from the conversion's variants.json)", "",
+              "| variant | file MB | accuracy | vs float32 (points) | note |", "|---|---|---|---|---|"]
+        for v, r in acc.items():
+            a = r.get("real_accuracy")
+            d = f"{(a - base) * 100:+.2f}" if (a is not None and base is not None) else "–"
+            note = r.get("refused") or r.get("note") or ""
+            L.append(f"| {v} | {_f(r.get('bytes', 0) / 1e6 if r.get('bytes') else None, 1)} | {_f(a, 4)} | {d} | {note} |")
+        L.append("")
+
     rv = results.get("ref_variants")
     if rv:
         L += ["## Can the reference runtime (tflite-runtime 2.14) load each variant?", "",
