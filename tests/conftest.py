@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import io
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,3 +138,34 @@ def images() -> dict[str, bytes]:
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     out["gif_animated"] = buf.getvalue()
     return out
+
+
+@pytest.fixture(scope="module")
+def loopback_httpserver():
+    """A pytest-httpserver bound to the IP literal 127.0.0.1, one per test module.
+
+    No resolver involved (no ::1-vs-127.0.0.1 ambiguity); modules share nothing.
+    """
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@contextlib.contextmanager
+def running_local_server(handler: Callable[[Any, Any], Any]):
+    """``yogapose.localserver`` around ``handler`` on a free loopback port, in a thread."""
+    from yogapose import localserver
+
+    srv = localserver.make_server("127.0.0.1", 0, handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)

@@ -44,22 +44,12 @@ pytestmark = pytest.mark.timeout(30)
 LOOPBACK = Settings(allow_private=True, connect_timeout=1.0, read_timeout=1.0, fetch_deadline=5.0)
 
 
-@pytest.fixture(scope="module")
-def _loopback_server() -> Iterator[HTTPServer]:
-    # Bound to an IP literal: no resolver involved, no ::1-vs-127.0.0.1 ambiguity.
-    server = HTTPServer(host="127.0.0.1", port=0)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
-
-
 @pytest.fixture
-def httpserver(_loopback_server: HTTPServer) -> Iterator[HTTPServer]:
+def httpserver(loopback_httpserver: HTTPServer) -> Iterator[HTTPServer]:
     """pytest-httpserver's fixture, but on 127.0.0.1 and private to this module."""
-    _loopback_server.clear()
-    yield _loopback_server
-    _loopback_server.clear()
+    loopback_httpserver.clear()
+    yield loopback_httpserver
+    loopback_httpserver.clear()
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48)) -> bytes:

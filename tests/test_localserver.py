@@ -13,7 +13,6 @@ import http.client
 import io
 import json
 import re
-import threading
 import uuid
 from urllib.parse import urlsplit
 
@@ -23,6 +22,8 @@ from PIL import Image
 
 from yogapose import localserver, web
 from yogapose.metadata import load_metadata
+
+from .conftest import running_local_server
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +66,8 @@ def recorder(real_handler):
 
 @pytest.fixture(scope="module")
 def server(recorder):
-    srv = localserver.make_server("127.0.0.1", 0, recorder)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running_local_server(recorder) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -399,15 +393,9 @@ def test_a_crashing_handler_is_a_502_and_the_server_keeps_serving(capfd):
     def broken(event, context):
         raise RuntimeError("boom")
 
-    srv = localserver.make_server("127.0.0.1", 0, broken)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running_local_server(broken) as srv:
         for _ in range(2):
             resp = requests.get(srv.url + "/", timeout=30)
             assert resp.status_code == 502
             assert "boom" not in resp.text and "Traceback" not in resp.text
-    finally:
-        srv.shutdown()
-        srv.server_close()
     assert "RuntimeError: boom" in capfd.readouterr().err

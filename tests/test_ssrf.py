@@ -26,22 +26,13 @@ pytestmark = pytest.mark.timeout(30)
 DEFAULT = load_settings({})
 
 
-@pytest.fixture(scope="module")
-def _loopback_server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
-
-
 @pytest.fixture
-def trap(_loopback_server: HTTPServer) -> Iterator[HTTPServer]:
+def trap(loopback_httpserver: HTTPServer) -> Iterator[HTTPServer]:
     """A loopback server that must never receive a request."""
-    _loopback_server.clear()
-    _loopback_server.expect_request("/").respond_with_data(b"SHOULD NOT BE REACHED")
-    yield _loopback_server
-    _loopback_server.clear()
+    loopback_httpserver.clear()
+    loopback_httpserver.expect_request("/").respond_with_data(b"SHOULD NOT BE REACHED")
+    yield loopback_httpserver
+    loopback_httpserver.clear()
 
 
 @pytest.fixture
@@ -66,7 +57,7 @@ def test_default_settings_do_not_allow_private() -> None:
     assert DEFAULT.allow_private is False
 
 
-def test_default_refuses_a_real_loopback_server(trap: HTTPServer) -> None:
+def test_default_refuses_a_realloopback_httpserver(trap: HTTPServer) -> None:
     url = trap.url_for("/")
     assert fetch(url, Settings(allow_private=True)).data == b"SHOULD NOT BE REACHED"  # it is up
     trap.clear_log()
@@ -224,11 +215,11 @@ def _rebinding_resolver(first: str, later: str, calls: list[str]):  # type: igno
     return fake_getaddrinfo
 
 
-def test_rebinding_connection_goes_to_the_checked_address(_loopback_server: HTTPServer, monkeypatch) -> None:
+def test_rebinding_connection_goes_to_the_checked_address(loopback_httpserver: HTTPServer, monkeypatch) -> None:
     # First answer: the (allowed) test server. Any later lookup would yield the metadata
     # address, which is always refused and unroutable here, so a second resolution would
     # either raise or hang instead of returning the image.
-    server = _loopback_server
+    server = loopback_httpserver
     server.clear()
     server.expect_request("/pose.jpg").respond_with_data(b"from-checked-address")
     calls: list[str] = []
@@ -257,8 +248,8 @@ def test_rebinding_public_then_loopback_connects_only_to_the_public_address(monk
     assert connects == [("93.184.216.34", 80)]
 
 
-def test_each_redirect_hop_is_resolved_once_and_rechecked(_loopback_server: HTTPServer, monkeypatch) -> None:
-    server = _loopback_server
+def test_each_redirect_hop_is_resolved_once_and_rechecked(loopback_httpserver: HTTPServer, monkeypatch) -> None:
+    server = loopback_httpserver
     server.clear()
     server.expect_request("/start").respond_with_data(
         b"", status=302, headers={"Location": f"http://second.example:{server.port}/next"}
