@@ -121,10 +121,59 @@ def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
     return res
 
 
+def init_parts(cfg) -> int:
+    """Cold-start anatomy in a fresh process: each import and init step timed on its own.
+
+    Mirrors what importing lambda_function does (the app's own code in "yogapose rest"),
+    without calling it, so the steps can be told apart.
+    """
+    marks = []
+    last = time.perf_counter()
+
+    def mark(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        marks.append([name, (now - last) * 1000])
+        last = now
+
+    import numpy as np
+    mark("numpy")
+    import PIL.Image  # noqa: F401
+    mark("Pillow")
+    from ai_edge_litert.interpreter import Interpreter
+    mark("ai_edge_litert")
+    import aws_lambda_powertools.logging
+    import aws_lambda_powertools.metrics  # noqa: F401
+    mark("aws_lambda_powertools")
+    import http.client  # noqa: F401
+    import ssl  # noqa: F401
+    mark("ssl + http.client (fetch)")
+    import yogapose.app  # noqa: F401
+    mark("yogapose (rest)")
+    from yogapose.metadata import sha256_file
+
+    path = os.environ["MODEL_PATH"]
+    sha256_file(path)
+    mark("sha256 of the model")
+    it = Interpreter(model_path=path, num_threads=int(os.environ.get("NUM_THREADS", "1")))
+    it.allocate_tensors()
+    mark("Interpreter + allocate_tensors")
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    it.invoke()
+    mark("first invoke (warm-up)")
+    it.invoke()
+    mark("second invoke")
+    wcommon.emit({"parts": marks})
+    return 0
+
+
 def main() -> int:
     cfg = json.loads(sys.argv[1])
     if cfg["mode"] == "fetch":
         return fetch_mode(cfg)
+    if cfg["mode"] == "initparts":
+        return init_parts(cfg)
     images = wcommon.read_images(cfg["images"])
     events = {n: {"image": base64.b64encode(b).decode("ascii")} for n, b in images.items()}
     ctx = wcommon.FakeContext()

@@ -49,6 +49,8 @@ def _ratio(ref: float | None, ours: float | None) -> str:
 def _label(c: dict) -> str:
     if c.get("task_root"):
         return "ours (LiteRT), app code without .pyc (as the image ships it)"
+    if c.get("env"):
+        return "ours (LiteRT), with " + ", ".join(f"{k}={v}" for k, v in c["env"].items())
     return {"ours": "ours (LiteRT)", "reference": "reference (tflite-runtime 2.14)",
             "keras": "Keras model(x)"}[c["stack"]]
 
@@ -245,6 +247,25 @@ def render(results: dict) -> str:
                  f"{'' if c['stack'] == 'reference' else _ratio(rr, cd['median_ms'])} |")
     L.append("")
 
+    ip = results.get("initparts") or {}
+    if ip:
+        cols = [k for k in ip if "error" not in ip[k]]
+        parts: list[str] = []
+        for k in cols:
+            parts += [n for n in ip[k] if n not in parts]
+        L += ["### Cold-start anatomy (median ms per step, fresh processes, 1st thread count)", "",
+              ("Each step of init timed on its own in a fresh interpreter (Python start-up itself is ~15 ms). "
+              "Ours imports what `lambda_function` imports and does what `Model.load` does; the reference's "
+              "first invoke happens inside its first request."), "",
+              "| step | " + " | ".join(f"`{k}`" for k in cols) + " |", "|---|" + "---|" * len(cols)]
+        for n in parts:
+            L.append(f"| {n} | " + " | ".join(_f(ip[k].get(n), 0) for k in cols) + " |")
+        L.append("| **sum** | " + " | ".join(f"**{sum(ip[k].values()):.0f}**" for k in cols) + " |")
+        for k in ip:
+            if "error" in ip[k]:
+                L.append(f"\n`{k}`: {ip[k]['error']}")
+        L.append("")
+
     # Warm e2e
     names = list(IMAGE_LABELS)
     for path, title, expl in (
@@ -434,6 +455,8 @@ def render(results: dict) -> str:
             L.append("")
             L += ["| top-level import | cumulative ms |", "|---|---|"]
             L += [f"| `{r['name']}` | {r['cum_us'] / 1000:.1f} |" for r in it["top"][:8]]
+            L += ["", "Self time by package: " + ", ".join(
+                f"`{k}` {v:.0f} ms" for k, v in (it.get("by_package_ms") or {}).items()) + "."]
             L += ["", "Largest self times (depth <= 2): " + ", ".join(
                 f"`{r['name']}` {r['self_us'] / 1000:.1f} ms" for r in it["top_nested"][:8]) + ".",
                 "", "Heavy packages imported at init: " + (", ".join(f"`{m}`" for m in it["heavy_modules"]) or "none") + "."]

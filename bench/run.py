@@ -284,7 +284,12 @@ def import_profile(py: str, model: str, threads: int = 1) -> dict:
                    {"tensorflow", "keras", "boto3", "botocore", "requests", "scipy", "pandas", "matplotlib",
                     "aws_lambda_powertools", "pydantic", "urllib3", "jmespath", "ai_edge_litert", "tflite_runtime"}
                    and "." not in n)
+    by_pkg: dict[str, float] = {}
+    for r in rows:
+        root = r["name"].split(".")[0]
+        by_pkg[root] = by_pkg.get(root, 0) + r["self_us"] / 1000
     return {"target": target, "rc": proc.returncode, "wall_ms": wall * 1000,
+            "by_package_ms": dict(sorted(by_pkg.items(), key=lambda kv: -kv[1])[:12]),
             "total_import_ms": sum(r["cum_us"] for r in top) / 1000,
             "top": sorted(top, key=lambda r: -r["cum_us"])[:10],
             "top_nested": sorted([r for r in rows if r["depth"] <= 2], key=lambda r: -r["self_us"])[:12],
@@ -483,6 +488,13 @@ def main(argv: list[str] | None = None) -> int:
         configs.append({"id": f"ours/{v}/t{threads[0]}/nopyc", "stack": "ours", "variant": v,
                         "threads": threads[0], "py": ours_py, "script": "ours_worker.py",
                         "model": found["variants"][v], "cold_only": True, "task_root": str(nopyc_root)})
+    # numpy's OpenBLAS starts one thread per core at import; serving never uses BLAS.
+    if found["shipped_variant"] in found["variants"]:
+        v = found["shipped_variant"]
+        configs.append({"id": f"ours/{v}/t{threads[0]}/openblas1", "stack": "ours", "variant": v,
+                        "threads": threads[0], "py": ours_py, "script": "ours_worker.py",
+                        "model": found["variants"][v], "cold_only": True,
+                        "env": {"OPENBLAS_NUM_THREADS": "1"}})
 
     def cfg_for(c: dict, mode: str, imgs: list[str]) -> tuple[dict, dict]:
         base = {"mode": mode, "images": imgs, "runs": plan.runs, "budget_s": plan.budget_s,
@@ -493,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         env = worker_env(MODEL_PATH=c["model"], NUM_THREADS=c["threads"])
         if c.get("task_root"):
             env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.update(c.get("env") or {})
         return base, env
 
     # Cold starts, interleaved round-robin across configurations so slow drifts in the
@@ -525,6 +538,20 @@ def main(argv: list[str] | None = None) -> int:
         c["warm"] = run_worker(c["py"], c["script"], cfg, env, timeout=400)
         log(f"  {c['id']}: {time.perf_counter() - t0:.0f} s" + (f"  ERROR {c['warm']['error']}" if "error" in c["warm"] else ""))
     results["configs"] = [{k: v for k, v in c.items() if k != "py"} for c in configs]
+
+    log("cold-start anatomy (fresh processes, each step timed)")
+    results["initparts"] = {}
+    for c in configs:
+        if c["stack"] == "keras" or c.get("cold_only") or c["threads"] != threads[0]:
+            continue
+        cfg, env = cfg_for(c, "initparts", cold_img)
+        runs = [run_worker(c["py"], c["script"], cfg, env, timeout=60) for _ in range(plan.cold_runs)]
+        ok = [r["parts"] for r in runs if "parts" in r]
+        if ok:
+            names = [n for n, _ in ok[0]]
+            results["initparts"][c["id"]] = {n: percentile([dict(r)[n] for r in ok], 50) for n in names}
+        else:
+            results["initparts"][c["id"]] = {"error": runs[0].get("error", "?")}
 
     if ref_py:
         log("reference runtime vs every variant flatbuffer (loads? inference)")
