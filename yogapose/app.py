@@ -243,20 +243,31 @@ def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
         text = text[match.end():]
     if (len(text) // 4) * 3 > max_bytes + 3:
         raise PayloadTooLarge(f"field {field!r} decodes to more than the limit of {max_bytes} bytes")
+    try:
+        # Fast path, all in C: canonical base64 (what every client sends). base64's own
+        # validate=True and the tolerant clean-up below both run a regex over the text,
+        # ~60 ms for a 12 MP photo; binascii's strict mode validates while decoding.
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        data = _decode_tolerant(text, field)
+    if not data:
+        raise BadRequest(f"field {field!r} is empty")
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"field {field!r} is {len(data)} bytes, over the limit of {max_bytes}")
+    return data
+
+
+def _decode_tolerant(text: str, field: str) -> bytes:
+    """Line breaks, URL-safe alphabet and missing padding, still validated strictly."""
     if _WHITESPACE.search(text):
         text = _WHITESPACE.sub("", text)
     if "-" in text or "_" in text:
         text = text.replace("-", "+").replace("_", "/")
     text += "=" * (-len(text) % 4)
     try:
-        data = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f"field {field!r} is not valid base64") from None
-    if not data:
-        raise BadRequest(f"field {field!r} is empty")
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"field {field!r} is {len(data)} bytes, over the limit of {max_bytes}")
-    return data
 
 
 # --------------------------------------------------------------------------- cached app
