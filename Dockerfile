@@ -29,6 +29,8 @@ p["version"], " ; " + p["markers"] if p.get("markers") else "", \
 # --- the function image --------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 # Dependencies first: they change far less often than the code, so this layer stays cached.
+# Serving never calls BLAS; one OpenBLAS thread saves ~60 ms of numpy import at cold start.
+ENV OPENBLAS_NUM_THREADS=1
 COPY --from=deps /opt/deps ${LAMBDA_TASK_ROOT}/
 COPY model/ ${LAMBDA_TASK_ROOT}/model/
 COPY yogapose/ ${LAMBDA_TASK_ROOT}/yogapose/
