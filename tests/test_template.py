@@ -193,7 +193,7 @@ def test_defaults_give_a_private_iam_url_and_no_extra_access(translated):
     ]
     fn = _one(res, "AWS::Lambda::Function")
     assert fn["Architectures"] == ["x86_64"]
-    assert (fn["MemorySize"], fn["Timeout"]) == ("2048", "15")
+    assert (fn["MemorySize"], fn["Timeout"]) == ("1769", "15")
     assert "ReservedConcurrentExecutions" not in fn
 
 
