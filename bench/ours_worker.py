@@ -145,11 +145,10 @@ def init_parts(cfg) -> int:
     import aws_lambda_powertools.logging
     import aws_lambda_powertools.metrics  # noqa: F401
     mark("aws_lambda_powertools")
-    import http.client  # noqa: F401
-    import ssl  # noqa: F401
-    mark("ssl + http.client (fetch)")
     import yogapose.app  # noqa: F401
-    mark("yogapose (rest)")
+    mark("yogapose (+ what it imports at init)")
+    # Whether the HTTP/TLS stack is part of init (it is only needed for URL requests).
+    marks.append(["(ssl imported at init: 1 = yes)", float("ssl" in sys.modules)])
     from yogapose.metadata import sha256_file
 
     path = os.environ["MODEL_PATH"]
