@@ -74,7 +74,7 @@ class Metrics:
         }
 
     def table(self, title: str) -> str:
-        lines = [f"## {title}: {self.n} images, accuracy {self.accuracy:.4f}, macro recall {self.macro_recall:.4f}", ""]
+        lines = [f"### {title}: {self.n} images, accuracy {self.accuracy:.4f}, macro recall {self.macro_recall:.4f}", ""]
         lines.append("| class | precision | recall | support |")
         lines.append("|---|---:|---:|---:|")
         r, p = self.recall(), self.precision()

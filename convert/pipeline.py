@@ -189,6 +189,7 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
         "",
         "## Limits",
         "",
+        *weak_classes(ev),
         ("- Six poses only: anything else (another pose, no person) still gets one of the six labels; "
         "the web page and callers should treat a low top probability as \"unsure\"."),
         "- Web-collected labels carry a few percent of noise and pose variants (twisted chair, cobra vs upward dog).",
@@ -198,6 +199,24 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
         "",
     ]
     return "\n".join(lines)
+
+
+def weak_classes(ev: dict, goal: float = 0.80) -> list[str]:
+    """Model-card bullets for classes whose real-photo recall is under the project's goal."""
+    key = "real" if "real" in ev else "all"
+    weak = {c: m["recall"] for c, m in ev[key]["per_class"].items() if m["recall"] is not None and m["recall"] < goal}
+    return [
+        f"- **{c}** is the weakest class: recall {r:.2f} on real val photos, under the {goal:.2f} goal "
+        f"(confused mostly with {_top_confusion(ev[key], c)}); treat its answers with more care."
+        for c, r in weak.items()
+    ]
+
+
+def _top_confusion(metrics: dict, cls: str) -> str:
+    labels = list(metrics["per_class"])
+    row = list(metrics["confusion"][labels.index(cls)])
+    row[labels.index(cls)] = -1
+    return labels[int(np.argmax(row))]
 
 
 def main(argv: list[str] | None = None) -> int:
