@@ -56,20 +56,10 @@ def _representative(n: int = 16):
 
 
 def convert(model, variant: str) -> bytes:
-    import tensorflow as tf
+    """The project's own converter (``convert.convert``), so stand-ins match shipped variants."""
+    from convert.convert import convert_keras
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if variant == "float16":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.target_spec.supported_types = [tf.float16]
-    elif variant == "dynamic_int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif variant == "full_int8":
-        # Integer kernels inside, float32 in/out: same serving interface as the other variants.
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = _representative()
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return conv.convert()
+    return convert_keras(model, variant, _representative() if variant == "full_int8" else None)
 
 
 def main(argv: list[str] | None = None) -> int:
