@@ -57,21 +57,11 @@ def main() -> int:
         return predict_bytes(base64.b64decode(event["image"]))
 
     if cfg["mode"] == "cold":
-        name = os.path.basename(cfg["images"][0])
-        t1 = time.perf_counter()
-        resp = handler_b64(events[name])
-        wcommon.emit({"answer": wcommon.top_of(resp), "kind": "keras", "import_s": t_import,
-                      "first_call_s": time.perf_counter() - t1, "rss": wcommon.peak_rss_mb()})
-        return 0
+        return wcommon.emit_cold("keras", t_import, handler_b64, events[os.path.basename(cfg["images"][0])])
 
     runs, budget = cfg["runs"], cfg["budget_s"]
-    out = {"kind": "keras", "import_s": t_import, "images": {}}
-    for name in images:
-        event, data = events[name], images[name]
-        res = {"answer": wcommon.top_of(handler_b64(event))}
-        res["handler_b64"] = wcommon.summarize(wcommon.timeit(lambda e=event: handler_b64(e), runs[name], budget))
-        res["app_bytes"] = wcommon.summarize(wcommon.timeit(lambda d=data: predict_bytes(d), runs[name], budget))
-        out["images"][name] = res
+    out = {"kind": "keras", "import_s": t_import,
+           "images": wcommon.warm_images(images, events, handler_b64, predict_bytes, runs, budget)}
     out["rss"] = wcommon.peak_rss_mb()
     img = keras.utils.load_img(io.BytesIO(next(iter(images.values()))), target_size=(size[1], size[0]))
     x = tf.constant(preprocess_input(keras.utils.img_to_array(img)[None]))

@@ -127,15 +127,8 @@ def init_parts(cfg) -> int:
     Mirrors what importing lambda_function does (the app's own code in "yogapose rest"),
     without calling it, so the steps can be told apart.
     """
-    marks = []
-    last = time.perf_counter()
-
-    def mark(name: str) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        marks.append([name, (now - last) * 1000])
-        last = now
-
+    watch = wcommon.Stopwatch()
+    mark = watch.mark
     import numpy as np
     mark("numpy")
     import PIL.Image  # noqa: F401
@@ -148,22 +141,15 @@ def init_parts(cfg) -> int:
     import yogapose.app  # noqa: F401
     mark("yogapose (+ what it imports at init)")
     # Whether the HTTP/TLS stack is part of init (it is only needed for URL requests).
-    marks.append(["(ssl imported at init: 1 = yes)", float("ssl" in sys.modules)])
+    watch.marks.append(["(ssl imported at init: 1 = yes)", float("ssl" in sys.modules)])
     from yogapose.metadata import sha256_file
 
     path = os.environ["MODEL_PATH"]
     sha256_file(path)
     mark("sha256 of the model")
     it = Interpreter(model_path=path, num_threads=int(os.environ.get("NUM_THREADS", "1")))
-    it.allocate_tensors()
-    mark("Interpreter + allocate_tensors")
-    d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    it.invoke()
-    mark("first invoke (warm-up)")
-    it.invoke()
-    mark("second invoke")
-    wcommon.emit({"parts": marks})
+    wcommon.time_interpreter_init(it, np.zeros, watch, "first invoke (warm-up)")
+    wcommon.emit({"parts": watch.marks})
     return 0
 
 
@@ -181,27 +167,16 @@ def main() -> int:
     mod, kind = import_handler(cfg.get("task_root") or REPO)
     t_import = time.perf_counter() - t0
 
+    def handler_b64(event):
+        return mod.lambda_handler(event, ctx)
+
     if cfg["mode"] == "cold":
-        name = os.path.basename(cfg["images"][0])
-        t1 = time.perf_counter()
-        resp = mod.lambda_handler(events[name], ctx)
-        t_first = time.perf_counter() - t1
-        wcommon.emit({"answer": wcommon.top_of(resp), "kind": kind, "import_s": t_import,
-                      "first_call_s": t_first, "rss": wcommon.peak_rss_mb()})
-        return 0
+        return wcommon.emit_cold(kind, t_import, handler_b64, events[os.path.basename(cfg["images"][0])])
 
     runs, budget = cfg["runs"], cfg["budget_s"]
     fn_bytes, bytes_name = bytes_entry(mod)
-    out = {"kind": kind, "import_s": t_import, "bytes_entry": bytes_name, "images": {}}
-    for name in images:
-        event, data = events[name], images[name]
-        res = {"answer": wcommon.top_of(mod.lambda_handler(event, ctx))}
-        res["handler_b64"] = wcommon.summarize(
-            wcommon.timeit(lambda e=event: mod.lambda_handler(e, ctx), runs[name], budget))
-        if fn_bytes is not None:
-            res["app_bytes"] = wcommon.summarize(
-                wcommon.timeit(lambda d=data: fn_bytes(d), runs[name], budget))
-        out["images"][name] = res
+    out = {"kind": kind, "import_s": t_import, "bytes_entry": bytes_name,
+           "images": wcommon.warm_images(images, events, handler_b64, fn_bytes, runs, budget)}
     out["rss"] = wcommon.peak_rss_mb()  # serving peak, before the extra interpreter below
 
     from yogapose.config import load_settings

@@ -98,13 +98,8 @@ def main() -> int:
         return 0
 
     if mode == "initparts":
-        marks = []
-        last = [time.perf_counter()]
-
-        def mark(name):
-            now = time.perf_counter()
-            marks.append([name, (now - last[0]) * 1000])
-            last[0] = now
+        watch = wcommon.Stopwatch()
+        mark = watch.mark
 
         import numpy as np
         mark("numpy")
@@ -115,15 +110,8 @@ def main() -> int:
         import keras_image_helper  # noqa: F401
         mark("keras_image_helper")
         it = tflite.Interpreter(model_path=cfg["model"], num_threads=threads)
-        it.allocate_tensors()
-        mark("Interpreter + allocate_tensors")
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        it.invoke()
-        mark("first invoke (in the first request)")
-        it.invoke()
-        mark("second invoke")
-        wcommon.emit({"parts": marks})
+        wcommon.time_interpreter_init(it, np.zeros, watch, "first invoke (in the first request)")
+        wcommon.emit({"parts": watch.marks})
         return 0
 
     if mode == "fetch":
@@ -145,23 +133,11 @@ def main() -> int:
     t_import = time.perf_counter() - t0
 
     if mode == "cold":
-        name = os.path.basename(cfg["images"][0])
-        t1 = time.perf_counter()
-        resp = stack.handler_b64(events[name])
-        wcommon.emit({"answer": wcommon.top_of(resp), "kind": "reference", "import_s": t_import,
-                      "first_call_s": time.perf_counter() - t1, "rss": wcommon.peak_rss_mb()})
-        return 0
+        return wcommon.emit_cold("reference", t_import, stack.handler_b64, events[os.path.basename(cfg["images"][0])])
 
     runs, budget = cfg["runs"], cfg["budget_s"]
-    out = {"kind": "reference", "import_s": t_import, "images": {}}
-    for name in images:
-        event, data = events[name], images[name]
-        res = {"answer": wcommon.top_of(stack.handler_b64(event))}
-        res["handler_b64"] = wcommon.summarize(
-            wcommon.timeit(lambda e=event: stack.handler_b64(e), runs[name], budget))
-        res["app_bytes"] = wcommon.summarize(
-            wcommon.timeit(lambda d=data: stack.predict_bytes(d), runs[name], budget))
-        out["images"][name] = res
+    out = {"kind": "reference", "import_s": t_import,
+           "images": wcommon.warm_images(images, events, stack.handler_b64, stack.predict_bytes, runs, budget)}
     out["rss"] = wcommon.peak_rss_mb()
     from io import BytesIO
 

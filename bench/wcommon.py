@@ -141,3 +141,54 @@ class FakeContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000
+
+
+class Stopwatch:
+    """Milliseconds between successive ``mark(name)`` calls, for the cold-start anatomy."""
+
+    def __init__(self) -> None:
+        self.marks: list = []
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks.append([name, (now - self._last) * 1000])
+        self._last = now
+
+
+def time_interpreter_init(it, zeros, watch: Stopwatch, first_invoke: str) -> None:
+    """allocate_tensors, the first invoke (named by the caller) and a second, steady one.
+
+    ``zeros(shape, dtype)`` is numpy's, passed in so this module imports no numpy.
+    """
+    it.allocate_tensors()
+    watch.mark("Interpreter + allocate_tensors")
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], zeros(d["shape"], d["dtype"]))
+    it.invoke()
+    watch.mark(first_invoke)
+    it.invoke()
+    watch.mark("second invoke")
+
+
+def emit_cold(kind: str, t_import: float, handler_b64, event) -> int:
+    """Answer one request in this fresh process and report what the first one cost."""
+    t1 = time.perf_counter()
+    resp = handler_b64(event)
+    emit({"answer": top_of(resp), "kind": kind, "import_s": t_import,
+          "first_call_s": time.perf_counter() - t1, "rss": peak_rss_mb()})
+    return 0
+
+
+def warm_images(images: dict, events: dict, handler_b64, predict_bytes, runs: dict, budget: float) -> dict:
+    """Per image: the top answer, warm latency through the base64 event and, where the stack
+    has one, through its bytes-in entry point."""
+    out = {}
+    for name, data in images.items():
+        event = events[name]
+        res = {"answer": top_of(handler_b64(event))}
+        res["handler_b64"] = summarize(timeit(lambda e=event: handler_b64(e), runs[name], budget))
+        if predict_bytes is not None:
+            res["app_bytes"] = summarize(timeit(lambda d=data: predict_bytes(d), runs[name], budget))
+        out[name] = res
+    return out
