@@ -98,3 +98,13 @@ def test_training_loader_uses_serving_decoder(tmp_path: Path) -> None:
     served = preprocess_bytes((tmp_path / "tree" / "a.jpg").read_bytes(), PREP, MAX_PIXELS)
     np.testing.assert_allclose(scale(s.images[1:2], PREP), served, atol=1e-6)
     assert list(s.labels) == [0, 1]
+
+
+def test_alpha_background_comes_from_the_metadata() -> None:
+    """Transparent pixels take the metadata's alpha_background, not a hard-coded colour."""
+    buf = io.BytesIO()
+    Image.new("RGBA", (64, 64), (10, 200, 30, 0)).save(buf, "PNG")
+    white = preprocess_bytes(buf.getvalue(), PREP, MAX_PIXELS)
+    black = preprocess_bytes(buf.getvalue(), Preprocessing(alpha_background=(0, 0, 0)), MAX_PIXELS)
+    np.testing.assert_allclose(white, 1.0, atol=1e-6)
+    np.testing.assert_allclose(black, -1.0, atol=1e-6)

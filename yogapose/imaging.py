@@ -42,8 +42,15 @@ _RESAMPLE = {
 Image.MAX_IMAGE_PIXELS = None
 
 
-def open_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None = None) -> Image.Image:
+def open_image(
+    data: bytes,
+    max_pixels: int,
+    draft_size: tuple[int, int] | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
     """Decode bytes into an upright RGB image, refusing bombs and unsupported formats.
+
+    Transparent pixels are composited on ``background`` (the metadata's alpha_background).
 
     ``draft_size`` lets libjpeg decode a large JPEG at 1/2, 1/4 or 1/8 scale (never below
     that size), which is several times faster than a full decode followed by a resize.
@@ -74,7 +81,7 @@ def open_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "palette images with transparency"
             img.load()
-            img = _to_rgb(img)
+            img = _to_rgb(img, background)
             img = ImageOps.exif_transpose(img) or img
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise UnusableImage(f"image data is corrupt or truncated: {_short(exc)}") from None
@@ -83,10 +90,11 @@ def open_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None 
     return img
 
 
-def _to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """Palette, alpha, greyscale, 16-bit and CMYK images -> 8-bit RGB.
 
-    Transparency is composited on white, as the training data was.
+    Transparency is composited on ``background`` (white for this model, as its training
+    data was).
     """
     mode = img.mode
     if mode == "RGB":
@@ -123,7 +131,8 @@ def resize_image(img: Image.Image, prep: Preprocessing) -> Image.Image:
 def load_resized(data: bytes, prep: Preprocessing, max_pixels: int) -> Image.Image:
     """Bytes -> upright RGB image at the model's input size."""
     draft = tuple(prep.size) if prep.jpeg_draft else None
-    img = open_image(data, max_pixels=max_pixels, draft_size=draft)  # type: ignore[arg-type]
+    img = open_image(data, max_pixels=max_pixels, draft_size=draft,  # type: ignore[arg-type]
+                     background=prep.alpha_background)
     return resize_image(img, prep)
 
 
