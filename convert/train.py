@@ -31,6 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+import keras
+from keras import layers
+
 from yogapose.metadata import Preprocessing
 
 from .data import class_names_of, file_sha256, load_split, scale
@@ -70,9 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_augmenter(seed: int):
-    import keras
-    from keras import layers
-
     # Works on [0, 255] pixels, before the [-1, 1] scaling. Poses are left/right symmetric,
     # so horizontal flips keep the label; vertical flips would not.
     return keras.Sequential(
@@ -89,15 +90,10 @@ def build_augmenter(seed: int):
 
 
 def build_base(weights: str, size: int):
-    import keras
-
     return keras.applications.Xception(include_top=False, weights=weights, input_shape=(size, size, 3))
 
 
 def build_head(n_classes: int, n_features: int):
-    import keras
-    from keras import layers
-
     inp = keras.Input((n_features,), name="pooled")
     x = layers.Dense(500, activation="relu", name="dense_500")(inp)
     x = layers.Dropout(0.2, name="dropout")(x)
@@ -107,9 +103,6 @@ def build_head(n_classes: int, n_features: int):
 
 def assemble(base, head, name: str = "yoga_xception"):
     """The deployable model: image in, probabilities out (shares the trained layers)."""
-    import keras
-    from keras import layers
-
     inp = keras.Input(base.input.shape[1:], name="image")
     x = base(inp, training=False)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -139,8 +132,6 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 
 def extract(model, images: np.ndarray, prep: Preprocessing, batch: int, augmenter=None) -> np.ndarray:
     """Run the frozen bottom on (optionally augmented) uint8 images; float16 cache."""
-    import keras
-
     out = None
     n = len(images)
     bar = keras.utils.Progbar(n, unit_name="image")
@@ -157,41 +148,34 @@ def extract(model, images: np.ndarray, prep: Preprocessing, batch: int, augmente
     return out
 
 
-class _CachedBatches:
-    """Shuffled float32 batches over a float16 feature cache (keeps the cache half-size)."""
+class CachedBatches(keras.utils.PyDataset):
+    """Shuffled float32 batches over a float16 feature cache (keeps the cache half-size).
 
-    def __new__(cls, *args, **kwargs):
-        import keras
+    ``steps > 0``: every epoch is a fresh random subset of ``steps * batch_size`` samples.
+    """
 
-        class Impl(keras.utils.PyDataset):
-            def __init__(self, x, y, batch_size, seed, shuffle=True, steps=0):
-                super().__init__()
-                self.x, self.y, self.bs, self.shuffle = x, y, batch_size, shuffle
-                self.rng = np.random.default_rng(seed)
-                # steps > 0: every epoch is a fresh random subset of steps * batch_size samples
-                self.take = min(len(x), steps * batch_size) if steps > 0 else len(x)
-                self.order = np.arange(len(x))
-                self.on_epoch_end()
+    def __init__(self, x, y, batch_size: int, seed: int, shuffle: bool = True, steps: int = 0) -> None:
+        super().__init__()
+        self.x, self.y, self.bs, self.shuffle = x, y, batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.take = min(len(x), steps * batch_size) if steps > 0 else len(x)
+        self.order = np.arange(len(x))
+        self.on_epoch_end()
 
-            def __len__(self):
-                return math.ceil(self.take / self.bs)
+    def __len__(self) -> int:
+        return math.ceil(self.take / self.bs)
 
-            def __getitem__(self, i):
-                idx = np.sort(self.order[i * self.bs:(i + 1) * self.bs])
-                return self.x[idx].astype(np.float32), self.y[idx]
+    def __getitem__(self, i):
+        idx = np.sort(self.order[i * self.bs:(i + 1) * self.bs])
+        return self.x[idx].astype(np.float32), self.y[idx]
 
-            def on_epoch_end(self):
-                if self.shuffle:
-                    self.order = self.rng.permutation(len(self.x))[: self.take]
-
-        return Impl(*args, **kwargs)
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.order = self.rng.permutation(len(self.x))[: self.take]
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
     keras.utils.set_random_seed(args.seed)
     t0 = time.time()
     prep = Preprocessing(size=(args.input_size, args.input_size), interpolation=args.interpolation)
@@ -236,8 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- phase 1: head on pooled features of the frozen top
     pooled_model = keras.Sequential([top, keras.layers.GlobalAveragePooling2D()])
-    p_train = pooled_model.predict(_CachedBatches(x_train, y_train, 128, args.seed, shuffle=False), verbose=1)
-    p_val = pooled_model.predict(_CachedBatches(x_val, y_val, 128, args.seed, shuffle=False), verbose=1)
+    p_train = pooled_model.predict(CachedBatches(x_train, y_train, 128, args.seed, shuffle=False), verbose=1)
+    p_val = pooled_model.predict(CachedBatches(x_val, y_val, 128, args.seed, shuffle=False), verbose=1)
     head = build_head(n_classes, p_train.shape[1])
     head.compile(optimizer=keras.optimizers.Adam(args.lr_head), loss="categorical_crossentropy",
                  metrics=["accuracy"])
@@ -274,15 +258,15 @@ def main(argv: list[str] | None = None) -> dict:
         tune_ckpt = args.output.with_name(args.output.stem + ".finetune.weights.h5")
         # Phase 1 stops on val_loss (a well-calibrated start); phase 2 is judged on val
         # accuracy, and only kept if it beats the phase-1 head's.
-        baseline = float(tune.evaluate(_CachedBatches(x_val, y_val, 128, args.seed, shuffle=False),
+        baseline = float(tune.evaluate(CachedBatches(x_val, y_val, 128, args.seed, shuffle=False),
                                        verbose=0, return_dict=True)["accuracy"])
         print(f"phase 1 val accuracy {baseline:.4f}")
         ckpt = keras.callbacks.ModelCheckpoint(tune_ckpt, monitor="val_accuracy", mode="max", save_best_only=True,
                                                save_weights_only=True, initial_value_threshold=baseline)
         h2 = tune.fit(
-            _CachedBatches(x_train, y_train, args.batch_size, args.seed, steps=args.finetune_steps),
+            CachedBatches(x_train, y_train, args.batch_size, args.seed, steps=args.finetune_steps),
             epochs=args.epochs_finetune,
-            validation_data=_CachedBatches(x_val, y_val, 128, args.seed, shuffle=False),
+            validation_data=CachedBatches(x_val, y_val, 128, args.seed, shuffle=False),
             class_weight=weights, verbose=1,
             callbacks=[
                 keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=args.patience,
