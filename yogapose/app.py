@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, edge, imaging
+from . import __version__, b64, edge, imaging
 from .config import Settings, load_settings
 from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError
 from .observability import RequestStats, logger, redact
@@ -244,10 +244,9 @@ def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
     if (len(text) // 4) * 3 > max_bytes + 3:
         raise PayloadTooLarge(f"field {field!r} decodes to more than the limit of {max_bytes} bytes")
     try:
-        # Fast path, all in C: canonical base64 (what every client sends). base64's own
-        # validate=True and the tolerant clean-up below both run a regex over the text,
-        # ~60 ms for a 12 MP photo; binascii's strict mode validates while decoding.
-        data = binascii.a2b_base64(text, strict_mode=True)
+        # Fast path for canonical base64 (what every client sends): validated while decoding,
+        # no regex over the text (base64's validate=True costs ~60 ms for a 12 MP photo).
+        data = b64.decode_strict(text)
     except (binascii.Error, ValueError):
         data = _decode_tolerant(text, field)
     if not data:

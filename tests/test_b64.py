@@ -1,0 +1,64 @@
+"""The fast base64 path accepts exactly what CPython's strict decoder accepts, and decodes
+it to the same bytes, whichever backend is installed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import random
+
+import pytest
+
+from yogapose import b64
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+ODD = "=\n \t-_.é\x00"
+EDGE_CASES = ["", "QQ==", "QQ", "QQ=", "Q", "QQ==QQ==", " QQ==", "QQ==\n", "QQ===", "QUI=", "QR==",
+              "QUJD", "=", "====", "QU=I", "-_-_", "QQ==\x00", "é", "cdV7=", b"QUJD", b"\xff\xfe"]
+
+
+def reference(text):
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def ours(text):
+    try:
+        return b64.decode_strict(text)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def corpus(n: int = 20000) -> list[str]:
+    rng = random.Random(7)
+    out = list(EDGE_CASES)
+    for _ in range(n):
+        chars = ALPHABET if rng.random() < 0.8 else ALPHABET + ODD
+        out.append("".join(rng.choice(chars) for _ in range(rng.randint(0, 14))))
+    # real payloads, canonical and damaged
+    for size in (1, 2, 3, 100, 4097):
+        enc = base64.b64encode(os.urandom(size)).decode()
+        out += [enc, enc[:-1], enc + "=", enc.replace("+", "-"), enc[:10] + "\n" + enc[10:]]
+    return out
+
+
+def test_installed_backend_is_the_simd_one():
+    # The Pipfile installs pybase64 for the runtime; without it requests still work, slower.
+    pytest.importorskip("pybase64")
+    assert b64.BACKEND == "pybase64"
+
+
+@pytest.mark.parametrize("backend", ["installed", "binascii only"])
+def test_same_acceptance_and_bytes_as_cpython_strict(backend, monkeypatch):
+    if backend == "binascii only":
+        monkeypatch.setattr(b64, "_simd_b64decode", None)
+    mismatches = [t for t in corpus() if ours(t) != reference(t)]
+    assert mismatches == []
+
+
+def test_large_payload_round_trips():
+    data = os.urandom(3 * 1024 * 1024 + 1)
+    assert b64.decode_strict(base64.b64encode(data).decode()) == data
