@@ -15,6 +15,7 @@ The model and thread count come from the environment, exactly as in Lambda
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import sys
@@ -93,6 +94,14 @@ def fetch_mode(cfg) -> int:
     return 0
 
 
+def _draft_decode(data: bytes, size) -> None:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("RGB", tuple(size))
+        im.load()
+
+
 def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
     """Per-stage medians of the request path (base64, decode+resize, tensor), per image."""
     from yogapose import imaging
@@ -118,6 +127,11 @@ def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
             "to_tensor": wcommon.summarize(wcommon.timeit(
                 lambda i=img: imaging.to_input_array(i, prep), runs, 1.0, min_runs=3)),
         }
+        if data[:3] == b"\xff\xd8\xff":
+            # libjpeg-turbo alone at the draft scale load_resized uses: the entropy decode of
+            # every coefficient is the part no resize or copy trick can avoid.
+            res[name]["jpeg_draft_decode"] = wcommon.summarize(wcommon.timeit(
+                lambda d=data: _draft_decode(d, prep.size), runs, 1.0, min_runs=3))
     return res
 
 

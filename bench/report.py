@@ -129,6 +129,33 @@ def targets(results: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def floor_note(configs: list[dict], variant: str, names) -> list[str]:
+    """Per JPEG and thread count: the time no request path can go below with this model and
+    decoder (libjpeg-turbo's draft decode alone + inference alone) next to the target budget."""
+    out = []
+    for c in configs:
+        if c["stack"] != "ours" or c["variant"] != variant or c.get("cold_only") or not _ok(c, "warm"):
+            continue
+        ref = _ref_for(configs, c["threads"])
+        for n in names:
+            st = (c["warm"].get("stages") or {}).get(n) or {}
+            dec, inf = _med(st.get("jpeg_draft_decode")), _med(c["warm"].get("infer"))
+            r = _med(_img(ref, n))
+            need = TARGETS["e2e_12mp"] if n == "phone-12mp.jpg" else TARGETS["e2e_300"]
+            if dec is None or inf is None or not r:
+                continue
+            floor = dec + inf
+            out.append(f"- {IMAGE_LABELS[n]}, {c['threads']} thread{'s' if c['threads'] > 1 else ''}: draft decode "
+                       f"alone {dec:.1f} ms + inference alone {inf:.1f} ms = **{floor:.1f} ms**, so at most "
+                       f"x{r / floor:.2f} vs the reference's {r:.1f} ms; x{need:.0f} needs <= {r / need:.1f} ms"
+                       + (" (out of reach for this model on this CPU)" if floor > r / need else "") + ".")
+    if out:
+        out = [f"Floor for `{variant}`: what is left with every other step of the request removed "
+               "(libjpeg-turbo's entropy decode of all coefficients at the draft scale, single-threaded, and the "
+               "interpreter's invoke):", "", *out, ""]
+    return out
+
+
 def lambda_sizing(results: dict) -> list[str]:
     h = headline(results)
     if h is None or not _ok(h, "warm"):
@@ -330,6 +357,7 @@ def render(results: dict) -> str:
                   "`base64.b64decode`, `Image.open` + `resize_image` (full decode, NEAREST), array + scaling."), "",
                   "| image | stack | base64 | decode + resize | to tensor | inference | sum | measured e2e |",
                   "|---|---|---|---|---|---|---|---|", *rows, ""]
+            L += floor_note(configs, h["variant"], names)
 
     # Answers sanity
     answers = []

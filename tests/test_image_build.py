@@ -161,7 +161,7 @@ def test_image_layers_and_contents(buildah, built, capsys):
         task = root / "var" / "task"
         for rel in ("lambda_function.py", "yogapose/__init__.py", "yogapose/config.py",
                     "model/yoga-pose.tflite", "model/yoga-pose.json", "numpy", "PIL",
-                    "ai_edge_litert", "aws_lambda_powertools", "boto3"):  # fmt: skip
+                    "ai_edge_litert", "aws_lambda_powertools", "boto3", "pybase64"):  # fmt: skip
             assert (task / rel).exists(), rel
         assert (task / "model" / "yoga-pose.tflite").read_bytes() == (
             context / "model" / "yoga-pose.tflite"
