@@ -88,3 +88,14 @@ def read_manifest(data_dir: Path) -> dict[str, dict[str, str]]:
         return {}
     with open(path, newline="", encoding="utf-8") as f:
         return {row["file"]: row for row in csv.DictReader(f)}
+
+
+def synthetic_mask(data_dir: Path, files: list[Path]) -> np.ndarray:
+    """True where ``manifest.csv`` marks a file as a CGI render; all False without a manifest."""
+    rows = read_manifest(data_dir)
+    root = Path(data_dir).resolve()
+    out = np.zeros(len(files), dtype=bool)
+    for i, f in enumerate(files):
+        row = rows.get(Path(f).resolve().relative_to(root).as_posix())
+        out[i] = row is not None and row.get("synthetic") == "1"
+    return out

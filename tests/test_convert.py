@@ -173,3 +173,30 @@ def test_refused_variant_can_be_kept_apart_for_reporting(tmp_path, keras_model, 
     assert not out.exists()
     kept = json.loads((rejected / "m.json").read_text())
     assert kept["verification"]["top1_agreement"] < 0.99 and (rejected / "m.tflite").is_file()
+
+
+def test_sample_weights_balance_classes_and_discount_cgi():
+    from convert.train import sample_weights
+
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    cgi = np.array([False, True, True, False, True, False])
+    w = sample_weights(labels, cgi, 3, 0.5)
+    assert w.mean() == pytest.approx(1.0)
+    totals = np.bincount(labels, weights=w, minlength=3)
+    assert totals == pytest.approx(np.full(3, totals[0]))  # every class weighs the same
+    assert w[0] / w[1] == pytest.approx(2.0)  # a real photo counts twice a render
+    # synthetic_weight 1 is plain balanced class weighting
+    plain = sample_weights(labels, cgi, 3, 1.0)
+    assert plain == pytest.approx(len(labels) / (3 * np.bincount(labels)[labels]))
+
+
+def test_synthetic_mask_reads_the_manifest(dataset):
+    from convert.data import list_images, synthetic_mask
+
+    files = [p for p, _ in list_images(dataset / "val", list(LABELS))]
+    mask = synthetic_mask(dataset, files)
+    with open(dataset / "manifest.csv", newline="") as f:
+        cgi = {r["file"] for r in csv.DictReader(f) if r["synthetic"] == "1"}
+    assert cgi and mask.sum() == len(cgi)
+    assert {p.relative_to(dataset).as_posix() for p, m in zip(files, mask) if m} == cgi
+    assert not synthetic_mask(dataset / "val", files).any()  # no manifest there: all real
