@@ -150,9 +150,10 @@ def floor_note(configs: list[dict], variant: str, names) -> list[str]:
                        f"x{r / floor:.2f} vs the reference's {r:.1f} ms; x{need:.0f} needs <= {r / need:.1f} ms"
                        + (" (out of reach for this model on this CPU)" if floor > r / need else "") + ".")
     if out:
-        out = [f"Floor for `{variant}`: what is left with every other step of the request removed "
-               "(libjpeg-turbo's entropy decode of all coefficients at the draft scale, single-threaded, and the "
-               "interpreter's invoke):", "", *out, ""]
+        head = (f"Floor for `{variant}`: what is left with every other step of the request removed "
+                "(libjpeg-turbo's entropy decode of all coefficients at the draft scale, single-threaded, and the "
+                "interpreter's invoke):")
+        out = [head, "", *out, ""]
     return out
 
 
@@ -231,8 +232,8 @@ def render(results: dict) -> str:
           f"| cores / memory | {mach['cores']} / {_f(mach['mem_gb'], 1)} GiB, kernel {mach['kernel']} |",
           f"| load average at start | {' '.join(f'{x:.2f}' for x in mach['loadavg_start'])} |",
           "| ours | Python {python}, ai-edge-litert {ai-edge-litert}, numpy {numpy}, Pillow {pillow}, "
-          "Powertools {aws-lambda-powertools} |".format(**{k: mach["ours"].get(k) for k in
-                                                        ("python", "ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools")}),
+          "Powertools {aws-lambda-powertools}, pybase64 {pybase64} |".format(**{k: mach["ours"].get(k) for k in (
+              "python", "ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools", "pybase64")}),
           ]
     if mach["ref"]:
         L.append("| reference | Python {python}, tflite-runtime {tflite-runtime}, numpy {numpy}, Pillow {pillow}, "
@@ -428,8 +429,8 @@ def render(results: dict) -> str:
           "(the 12 MP decode included), before the separate inference-only interpreter is built."), "",
           "Runtime dependencies (installed size of the packages and everything they require):", "",
           f"- ours, ai-edge-litert + numpy + Pillow: {dep('ours_core')}",
-          f"- ours, + aws-lambda-powertools: {dep('ours_runtime')}",
-          f"- ours, whole Pipfile [packages] (+ boto3): {dep('ours_pipfile')}",
+          f"- ours, + aws-lambda-powertools + pybase64: {dep('ours_runtime')}",
+          f"- ours, whole Pipfile [packages] (what the image installs; + boto3): {dep('ours_pipfile')}",
           f"- reference, tflite-runtime + numpy + Pillow + keras-image-helper: {dep('ref')}", ""]
 
     acc = results.get("accuracy") or {}

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -250,15 +251,22 @@ def matmul_peak(py: str, threads: list[int]) -> dict:
     return out
 
 
+def pipfile_packages() -> list[str]:
+    """The names under the Pipfile's [packages]: what the Lambda image installs."""
+    with open(REPO / "Pipfile", "rb") as f:
+        return sorted(tomllib.load(f).get("packages", {}))
+
+
 def dep_sizes(ours_py: str, ref_py: str | None) -> dict:
     def one(py: str, roots: list[str]) -> dict:
         proc = subprocess.run([py, str(BENCH / "depsize.py"), *roots], capture_output=True, text=True, cwd=REPO, check=False)
         msgs = parse_messages(proc.stdout)
         return msgs[-1] if msgs else {"error": proc.stderr.strip()[-300:]}
 
-    out = {"ours_core": one(ours_py, ["ai-edge-litert", "numpy", "pillow"]),
-           "ours_runtime": one(ours_py, ["ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools"]),
-           "ours_pipfile": one(ours_py, ["ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools", "boto3"])}
+    core = ["ai-edge-litert", "numpy", "pillow"]
+    out = {"ours_core": one(ours_py, core),
+           "ours_runtime": one(ours_py, [*core, "aws-lambda-powertools", "pybase64"]),
+           "ours_pipfile": one(ours_py, pipfile_packages())}
     if ref_py:
         out["ref"] = one(ref_py, ["tflite-runtime", "numpy", "pillow", "keras-image-helper"])
     return out
@@ -373,7 +381,7 @@ def machine_info(ours_py: str, ref_py: str | None, keras_py: str | None) -> dict
         "cpu": cpu, "cores": os.cpu_count(), "mem_gb": mem_gb,
         "simd": " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni") if f" {f} " in f" {flags} "),
         "kernel": platform.release(), "loadavg_start": os.getloadavg(),
-        "ours": versions(ours_py, ["ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools"]),
+        "ours": versions(ours_py, ["ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools", "pybase64"]),
         "ref": versions(ref_py, ["tflite-runtime", "numpy", "pillow", "keras-image-helper"]),
         "keras": versions(keras_py, ["tensorflow-cpu", "tensorflow", "keras", "numpy"]),
         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
