@@ -161,6 +161,13 @@ def resolve_models(args) -> dict:
     missing: list[str] = []
     variants_dir, keras_model, model = Path(args.variants_dir), Path(args.keras_model), Path(args.model)
     variants = {v: variants_dir / f"yoga-pose-{v}.tflite" for v in VARIANTS}
+    for v, p in variants.items():
+        # The pipeline keeps a variant that failed verification apart, in build/rejected: it is
+        # never shipped, but its speed is still worth a row.
+        refused = variants_dir.parent / "rejected" / p.name
+        if not p.exists() and refused.exists():
+            variants[v] = refused
+            notes.append(f"{v}: the copy the conversion refused (fails verification), from {refused.parent.name}/")
     have = {v: p for v, p in variants.items() if p.exists() and p.with_suffix(".json").exists()}
     for v, p in variants.items():
         if v not in have:
