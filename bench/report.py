@@ -289,6 +289,7 @@ def render(results: dict) -> str:
         for n in parts:
             L.append(f"| {n} | " + " | ".join(_f(ip[k].get(n), 0) for k in cols) + " |")
         L.append("| **sum, without the second invoke** | " + " | ".join(
+            # "(...)" rows are facts or work done in parallel with other rows, not extra time.
             f"**{sum(v for n, v in ip[k].items() if not n.startswith('(') and n != 'second invoke'):.0f}**"
             for k in cols) + " |")
         for k in ip:

@@ -56,6 +56,16 @@ def test_modified_flatbuffer_is_refused(tiny_model_path, tmp_path):
         Model.load(model)
 
 
+def test_unloadable_flatbuffer_reports_the_digest_mismatch(tiny_model_path, tmp_path):
+    # LiteRT fails first on garbage (the digest runs on another thread); the error still
+    # names the cause the operator can act on.
+    model = copy_model(tiny_model_path, tmp_path)
+    model.write_bytes(b"not a flatbuffer" * 64)
+    with pytest.raises(RuntimeError, match="sha256 .* does not match its metadata") as info:
+        Model.load(model)
+    assert info.value.__cause__ is not None  # LiteRT's own error is kept as the cause
+
+
 def test_input_shape_mismatch_is_refused(tiny_model_path, tmp_path):
     model = copy_model(tiny_model_path, tmp_path)
     data = json.loads(model.with_suffix(".json").read_text())

@@ -70,6 +70,17 @@ class Quantization:
         return (np.asarray(q, dtype=np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
 
 
+def _check_digest(path: Path, digest: list[str], expected: str, cause: BaseException | None = None) -> None:
+    got = digest[0] if digest else None
+    if got == expected:
+        return
+    error = RuntimeError(
+        f"{path.name}: sha256 {(got or 'unreadable')[:12]}... does not match its metadata "
+        f"({expected[:12]}...); the model and {path.with_suffix('.json').name} must be shipped together"
+    )
+    raise error from cause
+
+
 class Model:
     """A loaded, verified and warmed-up interpreter plus its metadata."""
 
@@ -112,19 +123,26 @@ class Model:
             metadata = load_metadata(path)
         except FileNotFoundError:
             raise RuntimeError(f"model metadata not found next to the model: {path.with_suffix('.json')}") from None
-        digest = sha256_file(path)
-        if digest != metadata.sha256:
-            raise RuntimeError(
-                f"{path.name}: sha256 {digest[:12]}... does not match its metadata "
-                f"({metadata.sha256[:12]}...); the model and {path.with_suffix('.json').name} "
-                "must be shipped together"
-            )
-        # model_path (not model_content): LiteRT mmaps the file instead of copying it.
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        interpreter.allocate_tensors()
-        model = cls(interpreter, metadata, num_threads, path)
-        if warm_up:
-            model.predict(np.zeros(model.input_shape, np.float32))
+        # The digest is computed on a second thread while LiteRT maps, allocates and warms up
+        # (hashlib and invoke both release the GIL), so the check adds nothing to a cold start
+        # that has a second core. Nothing is served before it matches, and a mismatch is
+        # reported in preference to whatever a wrong flatbuffer makes LiteRT raise.
+        digest: list[str] = []
+        hasher = threading.Thread(target=lambda: digest.append(sha256_file(path)), name="model-sha256", daemon=True)
+        hasher.start()
+        try:
+            # model_path (not model_content): LiteRT mmaps the file instead of copying it.
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            interpreter.allocate_tensors()
+            model = cls(interpreter, metadata, num_threads, path)
+            if warm_up:
+                model.predict(np.zeros(model.input_shape, np.float32))
+        except Exception as exc:
+            hasher.join()
+            _check_digest(path, digest, metadata.sha256, cause=exc)
+            raise
+        hasher.join()
+        _check_digest(path, digest, metadata.sha256)
         return model
 
     def _check_signature(self, inp: dict[str, Any]) -> None:
