@@ -145,18 +145,15 @@ def init_parts(cfg) -> int:
     without calling it, so the steps can be told apart.
     """
     watch = wcommon.Stopwatch()
-    mark = watch.mark
-    import numpy as np
-    mark("numpy")
-    import PIL.Image  # noqa: F401
-    mark("Pillow")
+    wcommon.time_imports(watch, [
+        ("numpy", ["numpy"]),
+        ("Pillow", ["PIL.Image"]),
+        ("ai_edge_litert", ["ai_edge_litert.interpreter"]),
+        ("aws_lambda_powertools", ["aws_lambda_powertools.logging", "aws_lambda_powertools.metrics"]),
+        ("yogapose (+ what it imports at init)", ["yogapose.app"]),
+    ])
+    import numpy as np  # loaded above: these two lines cost nothing
     from ai_edge_litert.interpreter import Interpreter
-    mark("ai_edge_litert")
-    import aws_lambda_powertools.logging
-    import aws_lambda_powertools.metrics  # noqa: F401
-    mark("aws_lambda_powertools")
-    import yogapose.app  # noqa: F401
-    mark("yogapose (+ what it imports at init)")
     # Whether the HTTP/TLS stack is part of init (it is only needed for URL requests).
     watch.marks.append(["(ssl imported at init: 1 = yes)", float("ssl" in sys.modules)])
     from yogapose.metadata import sha256_file
@@ -165,7 +162,7 @@ def init_parts(cfg) -> int:
     sha256_file(path)
     # Model.load runs the digest on a second thread during the next steps: timed alone here,
     # left out of the sum (the cold-start rows measure the real overlap).
-    mark(OVERLAPPED_PREFIX + "sha256 of the model, alone (Model.load overlaps it with the steps below)")
+    watch.mark(OVERLAPPED_PREFIX + "sha256 of the model, alone (Model.load overlaps it with the steps below)")
     it = Interpreter(model_path=path, num_threads=int(os.environ.get("NUM_THREADS", "1")))
     wcommon.time_interpreter_init(it, np.zeros, watch, "first invoke (warm-up)")
     wcommon.emit({"parts": watch.marks})

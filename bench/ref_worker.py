@@ -99,16 +99,14 @@ def main() -> int:
 
     if mode == "initparts":
         watch = wcommon.Stopwatch()
-        mark = watch.mark
-
-        import numpy as np
-        mark("numpy")
-        import PIL.Image  # noqa: F401
-        mark("Pillow")
+        wcommon.time_imports(watch, [
+            ("numpy", ["numpy"]),
+            ("Pillow", ["PIL.Image"]),
+            ("tflite_runtime", ["tflite_runtime.interpreter"]),
+            ("keras_image_helper", ["keras_image_helper"]),
+        ])
+        import numpy as np  # loaded above: these two lines cost nothing
         import tflite_runtime.interpreter as tflite
-        mark("tflite_runtime")
-        import keras_image_helper  # noqa: F401
-        mark("keras_image_helper")
         it = tflite.Interpreter(model_path=cfg["model"], num_threads=threads)
         wcommon.time_interpreter_init(it, np.zeros, watch, "first invoke (in the first request)")
         wcommon.emit({"parts": watch.marks})

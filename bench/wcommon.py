@@ -156,6 +156,16 @@ class Stopwatch:
         self._last = now
 
 
+def time_imports(watch: Stopwatch, steps: list[tuple[str, list[str]]]) -> None:
+    """Import each step's modules in order, one mark per step: what an init pays for them."""
+    import importlib
+
+    for label, modules in steps:
+        for name in modules:
+            importlib.import_module(name)
+        watch.mark(label)
+
+
 def time_interpreter_init(it, zeros, watch: Stopwatch, first_invoke: str) -> None:
     """allocate_tensors, the first invoke (named by the caller) and a second, steady one.
 
