@@ -151,9 +151,22 @@ def sample_weights(labels: np.ndarray, synthetic: np.ndarray, n_classes: int,
     return (base * len(labels) / (n_classes * np.maximum(effective[labels], 1e-12))).astype(np.float32)
 
 
+def val_scores(probs, labels: np.ndarray, real: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Loss and accuracy over all val images; macro/worst recall and ``PHASE2_MONITOR`` over the
+    real photos (``real`` mask) only."""
+    probs = np.asarray(probs, dtype=np.float64)
+    pred = probs.argmax(1)
+    loss = -np.log(np.clip(probs[np.arange(len(pred)), labels], 1e-7, 1.0)).mean()
+    recalls = [float((pred[real & (labels == c)] == c).mean())
+               for c in range(n_classes) if (real & (labels == c)).any()]
+    return {"val_loss": float(loss), "val_accuracy": float((pred == labels).mean()),
+            "val_real_macro_recall": float(np.mean(recalls)), "val_real_min_recall": float(np.min(recalls)),
+            PHASE2_MONITOR: float((np.mean(recalls) + np.min(recalls)) / 2)}
+
+
 class ValScores(keras.callbacks.Callback):
-    """Validation loss/accuracy and the real photos' macro recall, logged every epoch (the
-    progress bar shows them).
+    """:func:`val_scores` of the model being trained, logged every epoch (the progress bar
+    shows them).
 
     Runs before EarlyStopping/ModelCheckpoint in the callback list, so they can monitor
     ``PHASE2_MONITOR``; keeps its own history (Keras' History may run first).
@@ -165,17 +178,7 @@ class ValScores(keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {}
 
     def scores(self, model) -> dict[str, float]:
-        return self.scores_of(model.predict(self.data, verbose=0))
-
-    def scores_of(self, probs) -> dict[str, float]:
-        probs = np.asarray(probs, dtype=np.float64)
-        pred = probs.argmax(1)
-        loss = -np.log(np.clip(probs[np.arange(len(pred)), self.labels], 1e-7, 1.0)).mean()
-        recalls = [float((pred[self.real & (self.labels == c)] == c).mean())
-                   for c in range(self.n) if (self.real & (self.labels == c)).any()]
-        return {"val_loss": float(loss), "val_accuracy": float((pred == self.labels).mean()),
-                "val_real_macro_recall": float(np.mean(recalls)), "val_real_min_recall": float(np.min(recalls)),
-                PHASE2_MONITOR: float((np.mean(recalls) + np.min(recalls)) / 2)}
+        return val_scores(model.predict(self.data, verbose=0), self.labels, self.real, self.n)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         got = self.scores(self.model)
@@ -362,8 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
     recalls = [float((probs.argmax(1)[val.labels == c] == c).mean()) for c in range(n_classes)]
     print(f"val accuracy {acc:.4f}, macro recall {np.mean(recalls):.4f}, "
           f"per class { {class_names[c]: round(r, 3) for c, r in enumerate(recalls)} }")
-    final = ValScores(None, val.labels, val_real, n_classes)
-    real_recall = final.scores_of(probs)["val_real_macro_recall"]
+    real_recall = val_scores(probs, val.labels, val_real, n_classes)["val_real_macro_recall"]
     print(f"real photos: macro recall {real_recall:.4f}")
     model.save(args.output)
     info = {
