@@ -4,7 +4,7 @@
 #   docker run --rm -p 8080:8080 yoga-pose      # runtime interface emulator on :8080
 #
 # BASE_IMAGE is a build argument so the same file also builds on a stand-in base in CI
-# (tests/test_image_build.py); users never need to set it.
+# (tests/system/test_image_build.py); users never need to set it.
 ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12
 
 # --- deps: install the runtime group of Pipfile.lock, hash-checked, into /opt/deps -------

@@ -157,8 +157,8 @@ def loopback_httpserver():
 
 @contextlib.contextmanager
 def running_local_server(handler: Callable[[Any, Any], Any]):
-    """``yogapose.localserver`` around ``handler`` on a free loopback port, in a thread."""
-    from yogapose import localserver
+    """``localtools.localserver`` around ``handler`` on a free loopback port, in a thread."""
+    from localtools import localserver
 
     srv = localserver.make_server("127.0.0.1", 0, handler)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)

@@ -1,5 +1,4 @@
-"""``python -m yogapose predict|serve|emulator ...`` (see :mod:`yogapose.cli`)."""
-
-from .cli import main
+"""``python -m yogapose predict|serve|emulator ...``: a launcher for :mod:`localtools.cli` (not in the image)."""
+from localtools.cli import main
 
 raise SystemExit(main())

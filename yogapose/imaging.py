@@ -1,7 +1,7 @@
 """Decoding untrusted image bytes and turning them into the model's input tensor.
 
 Training (``convert/``) calls the same functions, so training and serving feed the network
-identical tensors for the same image (tested in ``tests/test_preprocess_parity.py``).
+identical tensors for the same image (tested in ``tests/unit/test_preprocess_parity.py``).
 """
 
 from __future__ import annotations

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT, b64
 from yogapose.metadata import load_metadata
-
-from .conftest import REPO_ROOT, b64
 
 SHIPPED = REPO_ROOT / "model" / "yoga-pose.tflite"
 PER_CLASS = 10

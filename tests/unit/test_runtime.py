@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import REPO_ROOT
 from yogapose.metadata import load_metadata, sha256_file, write_metadata
 from yogapose.runtime import Model, Quantization
-
-from .conftest import REPO_ROOT
 
 
 def copy_model(src: Path, dst_dir: Path, name: str = "m") -> Path:
@@ -174,7 +173,7 @@ def int8_and_float(tiny_model_path, tmp_path_factory) -> tuple[Path, Path]:
     and plain float32, each with its metadata."""
     import tensorflow as tf
 
-    from .tinymodel import build_keras_tiny
+    from tests.tinymodel import build_keras_tiny
 
     keras_model = build_keras_tiny()
     rng = np.random.default_rng(0)
@@ -226,10 +225,9 @@ def test_int8_model_takes_floats_and_returns_probabilities(int8_and_float):
 
 
 def test_int8_model_through_the_app(int8_model, images):
+    from tests.conftest import b64
     from yogapose.app import get_app
     from yogapose.config import Settings
-
-    from .conftest import b64
 
     app = get_app(Settings(model_path=int8_model))
     result = app.handle({"image": b64(images["jpeg"])})

@@ -13,10 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import b64
 from yogapose.errors import BadRequest, UpstreamError
 from yogapose.metadata import load_metadata
-
-from .conftest import b64
 
 SERVER_TIMING = re.compile(r"^fetch;dur=(\d+(\.\d+)?), decode;dur=(\d+(\.\d+)?), infer;dur=(\d+(\.\d+)?)$")
 
@@ -427,7 +426,7 @@ def _cli(*args, env_extra=None):
     import subprocess
     import sys
 
-    from .conftest import REPO_ROOT
+    from tests.conftest import REPO_ROOT
 
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "yogapose", *args], check=False, cwd=REPO_ROOT, env=env,

@@ -31,12 +31,11 @@ try:
 except ImportError:  # the browser fixture skips (or fails under REQUIRE_BROWSER_TEST=1)
     expect = None
 
-from yogapose import localserver
+from localtools import localserver
+from tests.conftest import running_local_server
 from yogapose.metadata import load_metadata
 
-from .conftest import running_local_server
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED_MODEL = REPO / "model" / "yoga-pose.tflite"
 DATA = REPO.parent / "shared" / "data" / "yoga"
 ARTIFACTS = REPO / "tests" / "artifacts"

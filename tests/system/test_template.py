@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "template.yaml"
 NO_VALUE = object()
 PLACEHOLDER_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/yoga-pose:python3.12-v1"

@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "predict":
         return predict(args.sources, args.model)
     if args.command == "serve":
-        from .localserver import (
+        from localtools.localserver import (
             serve,  # the web helper's module: imported only when used
         )
 
         serve(args.host, args.port)
         return 0
-    from . import emulator
+    from localtools import emulator
 
     try:
         emulator.run(args.port, log_level=args.log_level)
@@ -63,15 +63,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def predict(sources: list[str], model: Path | None = None) -> int:
-    from .config import load_settings
-    from .errors import BadRequest, PayloadTooLarge, PoseError
+    from yogapose.config import load_settings
+    from yogapose.errors import BadRequest, PayloadTooLarge, PoseError
 
     try:
         settings = load_settings()
         if model is not None:
             settings = dataclasses.replace(settings, model_path=model)
-        from . import observability
-        from .app import get_app
+        from yogapose import observability
+        from yogapose.app import get_app
 
         # JSON goes to stdout; keep the (rare) log lines out of it.
         handler = getattr(observability.logger, "registered_handler", None)

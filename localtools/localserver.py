@@ -375,7 +375,7 @@ def load_handler() -> Handler:
         if exc.name != "lambda_function":
             raise
         # Started from elsewhere than the repository root: lambda_function.py sits beside
-        # the yogapose package (as in /var/task).
+        # the yogapose package (as in /var/task), in the repository root above localtools/.
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         import lambda_function
     return lambda_function.lambda_handler

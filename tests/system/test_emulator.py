@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from yogapose import emulator
+from localtools import emulator
+from tests.conftest import REPO_ROOT, b64
 from yogapose.metadata import load_metadata
-
-from .conftest import REPO_ROOT, b64
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.conftest import b64, image_bytes
 from yogapose.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -28,8 +29,6 @@ from yogapose.errors import (
     UnusableImage,
     UpstreamError,
 )
-
-from .conftest import b64, image_bytes
 
 OK = "ok"
 TEN_MB = 10 * 1024 * 1024

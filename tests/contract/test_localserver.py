@@ -20,10 +20,10 @@ import pytest
 import requests
 from PIL import Image
 
-from yogapose import localserver, web
+from localtools import localserver
+from tests.conftest import running_local_server
+from yogapose import web
 from yogapose.metadata import load_metadata
-
-from .conftest import running_local_server
 
 
 @pytest.fixture(scope="module")

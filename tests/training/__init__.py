@@ -1,0 +1,1 @@
+"""Training-side tests: conversion, the shipped model on real photos, the benchmark smoke run."""

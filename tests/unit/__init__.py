@@ -1,0 +1,1 @@
+"""Unit tests: one serving module at a time, no server, no network beyond loopback."""
