@@ -18,7 +18,7 @@ from PIL import Image
 
 from yogapose.config import Settings
 
-from .tinymodel import make_tiny_model
+from .tinymodel import INT8_NAME, make_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -30,8 +30,17 @@ if str(REPO_ROOT) not in sys.path:  # lambda_function.py lives at the repository
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny TFLite model with the production signature (built once per session)."""
+    """The committed tiny float32 model (production signature), copied once per session.
+
+    No TensorFlow needed: ``tests/tinymodel.py`` made the files under tests/fixtures/.
+    """
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed tiny full-integer model: the float one's weights, int8 in and out."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-int8"), INT8_NAME)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ pytest.importorskip("ai_edge_litert")
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    pytest.importorskip("tensorflow")
     from tests.tinymodel import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny"))

@@ -3,7 +3,6 @@ count, and serves quantized (int8 in/out) models with floats in and probabilitie
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from yogapose.metadata import load_metadata, sha256_file, write_metadata
+from tests.tinymodel import smooth_image
 from yogapose.runtime import Model, Quantization
 
 
@@ -161,45 +160,11 @@ def test_quantization_helper_with_explicit_params():
     assert Quantization.of({"name": "x", "dtype": np.float32}) is None
 
 
-def smooth_image(rng: np.random.Generator) -> np.ndarray:
-    """A random image made of 30x30 blocks (what the tiny model's 30x30 pooling sees)."""
-    coarse = rng.uniform(-1, 1, (1, 5, 5, 3))
-    return np.repeat(np.repeat(coarse, 30, axis=1), 30, axis=2).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
-def int8_and_float(tiny_model_path, tmp_path_factory) -> tuple[Path, Path]:
-    """One Keras model converted twice: full-integer int8 (int8 input and output tensors)
-    and plain float32, each with its metadata."""
-    import tensorflow as tf
-
-    from tests.tinymodel import build_keras_tiny
-
-    keras_model = build_keras_tiny()
-    rng = np.random.default_rng(0)
-
-    def representative():
-        for _ in range(32):
-            yield [smooth_image(rng)]
-
-    out_dir = tmp_path_factory.mktemp("int8")
-    meta = load_metadata(tiny_model_path)
-    paths = []
-    for name, quantized in (("tiny-int8", True), ("tiny-f32", False)):
-        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-        if quantized:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        path = out_dir / f"{name}.tflite"
-        path.write_bytes(converter.convert())
-        # The metadata describes the float array callers pass; the runtime quantizes it.
-        write_metadata(dataclasses.replace(meta, name=name, model_file=path.name, sha256=sha256_file(path),
-                                           quantization="full_int8" if quantized else "float32"), path)
-        paths.append(path)
-    return paths[0], paths[1]
+def int8_and_float(tiny_int8_path, tiny_model_path) -> tuple[Path, Path]:
+    """One Keras model converted twice (committed, see tests/tinymodel.py): full-integer
+    int8 (int8 input and output tensors) and plain float32, each with its metadata."""
+    return tiny_int8_path, tiny_model_path
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,15 @@
+"""The serving tiers run without the training stack (``.ci/run`` proves it with this plugin)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+
+def test_training_stack_cannot_be_imported_under_the_plugin(pytestconfig: pytest.Config) -> None:
+    if not pytestconfig.pluginmanager.has_plugin("tests.no_tensorflow"):
+        pytest.skip("run with -p tests.no_tensorflow (as .ci/run does) to block TensorFlow")
+    for name in ("tensorflow", "keras", "tensorflow.lite"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(name)
