@@ -1,7 +1,9 @@
-"""Reading a ``<split>/<class>/<image>`` tree into arrays, through the serving decoder.
+"""Reading a ``<split>/<class>/<image>`` tree into arrays, through the serving preprocessing.
 
-Images are decoded and resized with ``yogapose.imaging`` (the exact code the Lambda runs),
-so a training example and a served request for the same file are the same tensor.
+Images are decoded, person-cropped and resized with ``yogapose.preprocess`` (the exact code
+the Lambda runs), so a training example and a served request for the same file are the same
+tensor. Out-of-scope images (``../shared/data/negatives``) join as one extra class,
+:data:`OUTLIER_LABEL`, which the server never shows in the six-key answer.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from yogapose.imaging import load_resized
 from yogapose.metadata import Preprocessing
+from yogapose.preprocess import Preprocessor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 # Training images are small; the cap only guards against a stray huge file.
 _MAX_PIXELS = 100_000_000
+# The out-of-scope class: trained as a seventh output, never part of the six-key answer.
+OUTLIER_LABEL = "other"
+DEFAULT_MODEL_DIR = Path("model")  # where the person detector file is (localtools/assets.py)
 
 
 @dataclass
@@ -35,7 +41,7 @@ def class_names_of(split_dir: Path) -> list[str]:
     """Class folders in sorted order: this order becomes the model's output order."""
     names = sorted(p.name for p in Path(split_dir).iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
-        raise SystemExit(f"no class folders under {split_dir}")
+        raise FileNotFoundError(f"no class folders under {split_dir}")
     return names
 
 
@@ -51,21 +57,71 @@ def list_images(split_dir: Path, class_names: list[str]) -> list[tuple[Path, int
     return items
 
 
+_PREPROCESSORS: dict[tuple[Preprocessing, str], Preprocessor] = {}
+
+
+def preprocessor(prep: Preprocessing, model_dir: Path = DEFAULT_MODEL_DIR) -> Preprocessor:
+    """The serving preprocessor for ``prep`` (one detector per process)."""
+    key = (prep, str(model_dir))
+    if key not in _PREPROCESSORS:
+        _PREPROCESSORS[key] = Preprocessor.for_model(prep, model_dir, num_threads=2)
+    return _PREPROCESSORS[key]
+
+
+def open_upright(path: Path, prep: Preprocessing) -> Image.Image:
+    """One file -> upright RGB, decoded exactly as served (before the person crop)."""
+    return preprocessor(prep).decode(Path(path).read_bytes(), _MAX_PIXELS)
+
+
 def to_uint8(path: Path, prep: Preprocessing) -> np.ndarray:
     """One file -> (H, W, 3) uint8 at the model's input size, exactly as served."""
-    return np.asarray(load_resized(path.read_bytes(), prep, _MAX_PIXELS), dtype=np.uint8)
+    return np.asarray(preprocessor(prep).from_bytes(Path(path).read_bytes(), _MAX_PIXELS).image, dtype=np.uint8)
 
 
-def load_split(split_dir: Path, class_names: list[str], prep: Preprocessing) -> ImageSet:
-    items = list_images(split_dir, class_names)
+def frame_uint8(img: Image.Image, prep: Preprocessing) -> tuple[np.ndarray, bool]:
+    """Upright RGB -> (model-size uint8, whether a person was found)."""
+    framed = preprocessor(prep).frame(img)
+    return np.asarray(framed.image, dtype=np.uint8), framed.person is not None
+
+
+def negative_items(split_dir: Path, label: int) -> list[tuple[Path, int]]:
+    """Every image of a negatives split (``<category>/<id>.jpg``), all with ``label``."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        return []
+    cats = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    return [(f, label) for f, _ in list_images(split_dir, cats)]
+
+
+def load_split(split_dir: Path, class_names: list[str], prep: Preprocessing,
+               extra: list[tuple[Path, int]] | None = None) -> ImageSet:
+    """A split's images through the serving preprocessing (+ ``extra`` items, e.g. negatives)."""
+    items = list_images(split_dir, class_names) + list(extra or [])
     if not items:
-        raise SystemExit(f"no images under {split_dir}")
+        raise FileNotFoundError(f"no images under {split_dir}")
     w, h = prep.size
     images = np.empty((len(items), h, w, 3), dtype=np.uint8)
     for i, (path, _) in enumerate(items):
         images[i] = to_uint8(path, prep)
     labels = np.array([c for _, c in items], dtype=np.int64)
     return ImageSet(images, labels, [p for p, _ in items], class_names)
+
+
+def paste(img: Image.Image, scene: Image.Image, frame: tuple[int, int], height_fraction: float,
+          rng: np.random.Generator) -> Image.Image:
+    """``img`` scaled to ``height_fraction`` of a ``frame``-sized copy of ``scene``, at a random
+    place: what a photo taken from a few metres away looks like. Used by the training's scale
+    augmentation and by the framing-robustness evaluation alike."""
+    fw, fh = frame
+    canvas = scene.convert("RGB").resize((fw, fh), Image.Resampling.BILINEAR)
+    h = max(8, round(fh * height_fraction))
+    w = max(8, round(img.width * h / img.height))
+    if w > fw:
+        w, h = fw, max(8, round(img.height * fw / img.width))
+    x = int(rng.integers(0, fw - w + 1))
+    y = int(rng.integers(0, fh - h + 1))
+    canvas.paste(img.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), (x, y))
+    return canvas
 
 
 def scale(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -96,6 +152,9 @@ def synthetic_mask(data_dir: Path, files: list[Path]) -> np.ndarray:
     root = Path(data_dir).resolve()
     out = np.zeros(len(files), dtype=bool)
     for i, f in enumerate(files):
-        row = rows.get(Path(f).resolve().relative_to(root).as_posix())
+        path = Path(f).resolve()
+        if not path.is_relative_to(root):
+            continue  # e.g. a negative from another folder: a real image
+        row = rows.get(path.relative_to(root).as_posix())
         out[i] = row is not None and row.get("synthetic") == "1"
     return out

@@ -1,8 +1,16 @@
 """Train the Xception yoga-pose classifier (transfer learning, two phases).
 
 Architecture (the original design): Xception(include_top=False, 150x150x3, ImageNet) ->
-GlobalAveragePooling2D -> Dense(500, relu) -> Dropout(0.2) -> Dense(n, softmax), Adam,
-categorical cross-entropy.
+GlobalAveragePooling2D -> Dense(500, relu) -> Dropout(0.2) -> Dense(n + 1) logits, Adam,
+categorical cross-entropy. The extra output is :data:`~convert.data.OUTLIER_LABEL`
+("other"), trained on ``../shared/data/negatives`` (outlier exposure as a class of its own);
+the server turns the logits into the six-key answer and an open-set verdict with the
+temperature and threshold that ``convert.calibrate`` fits on val.
+
+Person first: every image goes through the serving preprocessing, person crop included
+(``yogapose.preprocess``), and one copy of each training image is pasted at a random scale
+into a ``no_person`` scene first, so the classifier learns the crops the detector gives on
+wide shots and copes when the detector misses.
 
 What makes it better than the original frozen-base run, and still fast on a 2-core CPU:
 
@@ -36,16 +44,29 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 import keras
 from keras import layers
 
-from yogapose.metadata import Preprocessing
+from yogapose.metadata import PersonCrop, Preprocessing
 
-from .data import class_names_of, file_sha256, load_split, scale, synthetic_mask
+from .data import (
+    OUTLIER_LABEL,
+    class_names_of,
+    file_sha256,
+    frame_uint8,
+    list_images,
+    negative_items,
+    open_upright,
+    paste,
+    scale,
+    synthetic_mask,
+)
 
 DEFAULT_DATA = Path("../shared/data/yoga")
+DEFAULT_NEGATIVES = Path("../shared/data/negatives")
 DEFAULT_OUT = Path("build/yoga-xception.keras")
 # Input of Xception's block 12, the last middle-flow block: blocks 12-14 (the top of the
 # middle flow and the whole exit flow) are fine-tuned, everything below is frozen and
@@ -55,6 +76,8 @@ DEFAULT_FINETUNE_FROM = "block12_sepconv1_act"
 # the real val photos. Macro recall alone picked a checkpoint that traded chair (39 real val
 # photos) for the big classes.
 PHASE2_MONITOR = "val_real_score"
+# In-scope acceptance the open-set threshold is set for (the issue's 95 %).
+ACCEPT_RATE = 0.95
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,8 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=DEFAULT_OUT, help="where to save the best .keras model")
     p.add_argument("--epochs-head", type=int, default=30, help="max epochs, phase 1 (head only)")
     p.add_argument("--epochs-finetune", type=int, default=12, help="max epochs, phase 2 (0 skips it)")
-    p.add_argument("--augment-copies", type=int, default=3,
+    p.add_argument("--negatives", type=lambda s: Path(s) if s else None, default=DEFAULT_NEGATIVES,
+                   help="out-of-scope images: train/<category>/ and val/<category>/ ('' = none)")
+    p.add_argument("--augment-copies", type=int, default=1,
                    help="augmented copies of each training image cached besides the clean one")
+    p.add_argument("--paste-copies", type=int, default=1,
+                   help="copies pasted at a random scale into a no_person scene (then cropped and augmented)")
+    p.add_argument("--no-person-crop", action="store_true", help="classify whole images (no detector)")
     p.add_argument("--finetune-from", default=DEFAULT_FINETUNE_FROM,
                    help="Xception layer whose input starts the fine-tuned top part")
     p.add_argument("--finetune-steps", type=int, default=100,
@@ -110,7 +138,7 @@ def build_head(n_classes: int, n_features: int):
     inp = keras.Input((n_features,), name="pooled")
     x = layers.Dense(500, activation="relu", name="dense_500")(inp)
     x = layers.Dropout(0.2, name="dropout")(x)
-    out = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    out = layers.Dense(n_classes, name="logits")(x)  # softmax (with a temperature) is the server's
     return keras.Model(inp, out, name="head")
 
 
@@ -123,18 +151,19 @@ def assemble(base, head, name: str = "yoga_xception"):
     return keras.Model(inp, out, name=name)
 
 
-def cache_key(args: argparse.Namespace, train, val) -> str:
+def cache_key(args: argparse.Namespace, train_images: np.ndarray, train_labels: np.ndarray,
+              val_images: np.ndarray, pasted: list[np.ndarray]) -> str:
     """Digest of everything that changes the cached bottom features."""
     import hashlib
 
     h = hashlib.sha256()
     weights = Path(args.weights)
     h.update((file_sha256(weights) if weights.is_file() else str(args.weights)).encode())
-    for part in (args.finetune_from, args.augment_copies, args.seed, args.input_size, args.interpolation):
+    for part in (args.finetune_from, args.augment_copies, args.paste_copies, args.seed, args.input_size,
+                 args.interpolation, args.no_person_crop):
         h.update(str(part).encode())
-    h.update(train.images.tobytes())
-    h.update(train.labels.tobytes())
-    h.update(val.images.tobytes())
+    for arr in (train_images, train_labels, val_images, *pasted):
+        h.update(arr.tobytes())
     return h.hexdigest()[:16]
 
 
@@ -151,17 +180,38 @@ def sample_weights(labels: np.ndarray, synthetic: np.ndarray, n_classes: int,
     return (base * len(labels) / (n_classes * np.maximum(effective[labels], 1e-12))).astype(np.float32)
 
 
-def val_scores(probs, labels: np.ndarray, real: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Loss and accuracy over all val images; macro/worst recall and ``PHASE2_MONITOR`` over the
-    real photos (``real`` mask) only."""
-    probs = np.asarray(probs, dtype=np.float64)
-    pred = probs.argmax(1)
-    loss = -np.log(np.clip(probs[np.arange(len(pred)), labels], 1e-7, 1.0)).mean()
-    recalls = [float((pred[real & (labels == c)] == c).mean())
-               for c in range(n_classes) if (real & (labels == c)).any()]
-    return {"val_loss": float(loss), "val_accuracy": float((pred == labels).mean()),
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def val_scores(logits, labels: np.ndarray, real: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Scores of the logits over val (the six classes + the outlier class ``n_classes - 1``).
+
+    Loss and accuracy over all images; macro/worst recall of the six over the real photos
+    (``real`` mask, argmax over the six); the open-set false-positive rate: the share of
+    out-of-scope images whose top in-scope probability reaches the threshold that accepts
+    ``ACCEPT_RATE`` of the real photos. ``PHASE2_MONITOR`` averages (macro + worst) / 2 and
+    1 - that rate, so a checkpoint cannot buy recall with rejection or the reverse.
+    """
+    probs = softmax(logits)
+    n_pose = n_classes - 1
+    loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)).mean()
+    pose_pred = probs[:, :n_pose].argmax(1)
+    recalls = [float((pose_pred[real & (labels == c)] == c).mean())
+               for c in range(n_pose) if (real & (labels == c)).any()]
+    score = probs[:, :n_pose].max(1)
+    outlier = labels == n_pose
+    fpr = 0.0
+    if outlier.any() and real.any():
+        threshold = np.quantile(score[real & ~outlier], 1.0 - ACCEPT_RATE)
+        fpr = float((score[outlier] >= threshold).mean())
+    closed = (np.mean(recalls) + np.min(recalls)) / 2
+    return {"val_loss": float(loss), "val_accuracy": float((probs.argmax(1) == labels).mean()),
             "val_real_macro_recall": float(np.mean(recalls)), "val_real_min_recall": float(np.min(recalls)),
-            PHASE2_MONITOR: float((np.mean(recalls) + np.min(recalls)) / 2)}
+            "val_fpr_at_95": fpr, PHASE2_MONITOR: float((closed + 1.0 - fpr) / 2)}
 
 
 class ValScores(keras.callbacks.Callback):
@@ -235,18 +285,170 @@ class CachedBatches(keras.utils.PyDataset):
             self.order = self.rng.permutation(len(self.x))[: self.take]
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def person_crop_of(args: argparse.Namespace) -> PersonCrop | None:
+    return None if args.no_person_crop else PersonCrop()
+
+
+def load_items(args: argparse.Namespace, split: str, class_names: list[str]) -> list[tuple[Path, int]]:
+    """A split's in-scope images, then its out-of-scope ones labelled as the outlier class."""
+    items = list_images(args.data / split, class_names)
+    if args.negatives:
+        items += negative_items(args.negatives / split, class_names.index(OUTLIER_LABEL))
+    if not items:
+        raise FileNotFoundError(f"no images under {args.data / split}")
+    return items
+
+
+def decode_all(items: list[tuple[Path, int]], prep: Preprocessing) -> tuple[list[Image.Image], np.ndarray, np.ndarray]:
+    """Upright originals (kept for the paste augmentation), their served crops, and whether
+    the detector found a person in each."""
+    w, h = prep.size
+    originals: list[Image.Image] = []
+    framed = np.empty((len(items), h, w, 3), dtype=np.uint8)
+    found = np.zeros(len(items), dtype=bool)
+    bar = keras.utils.Progbar(len(items), unit_name="image")
+    for i, (path, _) in enumerate(items):
+        img = open_upright(path, prep)
+        originals.append(img)
+        framed[i], found[i] = frame_uint8(img, prep)
+        bar.add(1)
+    return originals, framed, found
+
+
+def pasted_copy(originals: list[Image.Image], scenes: list[Image.Image], prep: Preprocessing,
+                rng: np.random.Generator) -> np.ndarray:
+    """Each original pasted at 35-100 % of the height of a random scene (400-800 px wide
+    frames), then through the served person crop: the wide shots users take."""
+    w, h = prep.size
+    out = np.empty((len(originals), h, w, 3), dtype=np.uint8)
+    bar = keras.utils.Progbar(len(originals), unit_name="image")
+    for i, img in enumerate(originals):
+        scene = scenes[int(rng.integers(len(scenes)))]
+        side = int(rng.integers(400, 801))
+        frame = (side, int(side * 3 / 4)) if rng.random() < 0.6 else (int(side * 3 / 4), side)
+        out[i], _ = frame_uint8(paste(img, scene, frame, float(rng.uniform(0.35, 1.0)), rng), prep)
+        bar.add(1)
+    return out
+
+
+def cache_features(args, bottom, prep: Preprocessing, train_images: np.ndarray, pasted: np.ndarray,
+                   val_images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen bottom's output: clean + augmented + pasted-and-augmented train copies, clean val."""
+    augmenter = build_augmenter(args.seed)
+    print(f"caching features at {args.finetune_from}: 1 clean + {args.augment_copies} augmented + "
+          f"{len(pasted)} pasted copies")
+    copies = [extract(bottom, train_images, prep, args.batch_size)]
+    for k in range(args.augment_copies):
+        print(f"augmented copy {k + 1}/{args.augment_copies}")
+        copies.append(extract(bottom, train_images, prep, args.batch_size, augmenter))
+    for k, images in enumerate(pasted):
+        print(f"pasted copy {k + 1}/{len(pasted)}")
+        copies.append(extract(bottom, images, prep, args.batch_size, augmenter))
+    x_train = np.concatenate(copies)
+    del copies
+    return x_train, extract(bottom, val_images, prep, args.batch_size)
+
+
+def train_head(args, top, x_train, y_train, w_train, x_val, val_labels, val_real, n_classes: int):
+    """Phase 1: the head on the pooled features of the frozen top. Returns (head, history)."""
+    pooled_model = keras.Sequential([top, keras.layers.GlobalAveragePooling2D()])
+    p_train = pooled_model.predict(CachedBatches(x_train, y_train, 128, args.seed, shuffle=False), verbose=1)
+    p_val = pooled_model.predict(CachedBatches(x_val, np.zeros(len(x_val)), 128, args.seed, shuffle=False),
+                                 verbose=1)
+    head = build_head(n_classes, p_train.shape[1])
+    head.compile(optimizer=keras.optimizers.Adam(args.lr_head),
+                 loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    head_ckpt = args.output.with_name(args.output.stem + ".head.weights.h5")
+    print("phase 1: training the head on the frozen base")
+    scores = ValScores(p_val, val_labels, val_real, n_classes)
+    head.fit(
+        p_train, y_train, batch_size=args.batch_size, epochs=args.epochs_head,
+        sample_weight=w_train, verbose=1,
+        callbacks=[
+            scores,
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best_weights=True),
+            keras.callbacks.ModelCheckpoint(head_ckpt, monitor="val_loss", save_best_only=True,
+                                            save_weights_only=True),
+        ],
+    )
+    head.load_weights(head_ckpt)
+    head_ckpt.unlink(missing_ok=True)
+    return head, scores.history
+
+
+def finetune(args, base, top, head, x_train, y_train, w_train, x_val, val_labels, val_real,
+             n_classes: int) -> dict:
+    """Phase 2: the top blocks + head on the cached bottom output, kept only if it beats
+    phase 1 on ``PHASE2_MONITOR``. Returns its history."""
+    head_weights = head.get_weights()
+    base_weights = base.get_weights()
+    base.trainable = True
+    top_layers = {id(layer) for layer in top.layers}
+    for layer in base.layers:
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = id(layer) in top_layers and not is_bn
+    inp = keras.Input(x_train.shape[1:], name="cut")
+    x = top(inp, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    tune = keras.Model(inp, head(x), name="finetune")
+    tune.compile(optimizer=keras.optimizers.Adam(args.lr_finetune),
+                 loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    n_trainable = sum(int(np.prod(w.shape)) for w in tune.trainable_weights)
+    print(f"phase 2: fine-tuning from {args.finetune_from} ({n_trainable:,} trainable weights)")
+    tune_ckpt = args.output.with_name(args.output.stem + ".finetune.weights.h5")
+    scores = ValScores(CachedBatches(x_val, np.zeros(len(x_val)), 128, args.seed, shuffle=False), val_labels,
+                       val_real, n_classes)
+    baseline = scores.scores(tune)[PHASE2_MONITOR]
+    print(f"phase 1 {PHASE2_MONITOR} {baseline:.4f}")
+    ckpt = keras.callbacks.ModelCheckpoint(tune_ckpt, monitor=PHASE2_MONITOR, mode="max",
+                                           save_best_only=True, save_weights_only=True,
+                                           initial_value_threshold=baseline)
+    tune.fit(
+        CachedBatches(x_train, y_train, args.batch_size, args.seed, steps=args.finetune_steps, weights=w_train),
+        epochs=args.epochs_finetune, verbose=1,
+        callbacks=[
+            scores,
+            keras.callbacks.EarlyStopping(monitor=PHASE2_MONITOR, mode="max", patience=args.patience,
+                                          restore_best_weights=False),
+            ckpt,
+        ],
+    )
+    history: dict = {"phase2": scores.history}
+    if tune_ckpt.exists():
+        tune.load_weights(tune_ckpt)
+        tune_ckpt.unlink()
+        history["phase2_kept"] = True
+    else:
+        print(f"phase 2 did not beat phase 1 on {PHASE2_MONITOR}; keeping the phase-1 weights")
+        history["phase2_kept"] = False
+        base.set_weights(base_weights)
+        head.set_weights(head_weights)
+    return history
+
+
+def train(args: argparse.Namespace) -> dict:
+    """The whole training run; returns the training info (also written as ``*.train.json``)."""
     keras.utils.set_random_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
     t0 = time.time()
-    prep = Preprocessing(size=(args.input_size, args.input_size), interpolation=args.interpolation)
-    class_names = class_names_of(args.data / "train")
+    prep = Preprocessing(size=(args.input_size, args.input_size), interpolation=args.interpolation,
+                         person_crop=person_crop_of(args))
+    class_names = class_names_of(args.data / "train") + ([OUTLIER_LABEL] if args.negatives else [])
     n_classes = len(class_names)
     print(f"classes: {class_names}")
-    train = load_split(args.data / "train", class_names, prep)
-    val = load_split(args.data / "val", class_names, prep)
-    print(f"train {len(train.labels)} images, val {len(val.labels)} images "
-          f"({time.time() - t0:.0f}s to decode)")
+    train_items = load_items(args, "train", class_names)
+    val_items = load_items(args, "val", class_names)
+    originals, train_images, train_found = decode_all(train_items, prep)
+    _, val_images, val_found = decode_all(val_items, prep)
+    train_labels = np.array([c for _, c in train_items], dtype=np.int64)
+    val_labels = np.array([c for _, c in val_items], dtype=np.int64)
+    scenes = [img for img, (path, _) in zip(originals, train_items) if path.parent.name == "no_person"]
+    if args.paste_copies and not scenes:
+        scenes = [Image.new("RGB", (64, 48), (128, 128, 128))]
+    print(f"train {len(train_items)} images, val {len(val_items)} images; person found in "
+          f"{train_found.mean():.3f} / {val_found.mean():.3f} ({time.time() - t0:.0f}s to decode)")
+    pasted = [pasted_copy(originals, scenes, prep, rng) for _ in range(args.paste_copies)]
+    del originals
 
     base = build_base(args.weights, args.input_size)
     base.trainable = False
@@ -254,154 +456,89 @@ def main(argv: list[str] | None = None) -> dict:
     bottom = keras.Model(base.input, cut, name="xception_bottom")
     top = keras.Model(cut, base.output, name="xception_top")
 
-    # ---- cache the frozen bottom's output: clean + augmented copies of train, clean val
-    key = cache_key(args, train, val)
+    key = cache_key(args, train_images, train_labels, val_images, pasted)
     cache = args.cache_dir / f"features-{key}.npz" if args.cache_dir else None
     if cache is not None and cache.is_file():
         print(f"reusing cached features {cache}")
         with np.load(cache) as z:
             x_train, x_val = z["x_train"], z["x_val"]
     else:
-        augmenter = build_augmenter(args.seed)
-        print(f"caching features at {args.finetune_from}: 1 clean + {args.augment_copies} augmented copies")
-        copies = [extract(bottom, train.images, prep, args.batch_size)]
-        for k in range(args.augment_copies):
-            print(f"augmented copy {k + 1}/{args.augment_copies}")
-            copies.append(extract(bottom, train.images, prep, args.batch_size, augmenter))
-        x_train = np.concatenate(copies)
-        del copies
-        x_val = extract(bottom, val.images, prep, args.batch_size)
+        x_train, x_val = cache_features(args, bottom, prep, train_images, pasted, val_images)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, x_train=x_train, x_val=x_val)
-    y_train = keras.utils.to_categorical(np.tile(train.labels, args.augment_copies + 1), n_classes)
-    y_val = keras.utils.to_categorical(val.labels, n_classes)
-    train_cgi = synthetic_mask(args.data, train.files)
-    val_real = ~synthetic_mask(args.data, val.files)
-    w_image = sample_weights(train.labels, train_cgi, n_classes, args.synthetic_weight)
-    w_train = np.tile(w_image, args.augment_copies + 1)
+    n_copies = 1 + args.augment_copies + args.paste_copies
+    y_train = keras.utils.to_categorical(np.tile(train_labels, n_copies), n_classes)
+    train_files = [p for p, _ in train_items]
+    val_files = [p for p, _ in val_items]
+    train_cgi = synthetic_mask(args.data, train_files)
+    val_real = ~synthetic_mask(args.data, val_files) & (val_labels < len(class_names) - (1 if args.negatives else 0))
+    w_image = sample_weights(train_labels, train_cgi, n_classes, args.synthetic_weight)
+    w_train = np.tile(w_image, n_copies)
     print("weight per image (real / CGI): " + ", ".join(
-        f"{name} {w_image[(train.labels == c) & ~train_cgi].max(initial=0):.2f}"
-        f"/{w_image[(train.labels == c) & train_cgi].max(initial=0):.2f}" for c, name in enumerate(class_names)))
-    print(f"val: {int(val_real.sum())} real photos, {int((~val_real).sum())} CGI renders")
+        f"{name} {w_image[(train_labels == c) & ~train_cgi].max(initial=0):.2f}"
+        f"/{w_image[(train_labels == c) & train_cgi].max(initial=0):.2f}" for c, name in enumerate(class_names)))
+    print(f"val: {int(val_real.sum())} real in-scope photos")
 
-    # ---- phase 1: head on pooled features of the frozen top
-    pooled_model = keras.Sequential([top, keras.layers.GlobalAveragePooling2D()])
-    p_train = pooled_model.predict(CachedBatches(x_train, y_train, 128, args.seed, shuffle=False), verbose=1)
-    p_val = pooled_model.predict(CachedBatches(x_val, y_val, 128, args.seed, shuffle=False), verbose=1)
-    head = build_head(n_classes, p_train.shape[1])
-    head.compile(optimizer=keras.optimizers.Adam(args.lr_head), loss="categorical_crossentropy",
-                 metrics=["accuracy"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    head_ckpt = args.output.with_name(args.output.stem + ".head.weights.h5")
-    print("phase 1: training the head on the frozen base")
-    scores1 = ValScores(p_val, val.labels, val_real, n_classes)
-    head.fit(
-        p_train, y_train, batch_size=args.batch_size, epochs=args.epochs_head,
-        sample_weight=w_train, verbose=1,
-        callbacks=[
-            scores1,
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best_weights=True),
-            keras.callbacks.ModelCheckpoint(head_ckpt, monitor="val_loss", save_best_only=True,
-                                            save_weights_only=True),
-        ],
-    )
-    head.load_weights(head_ckpt)
-    history = {"phase1": scores1.history}
-
-    # ---- phase 2: fine-tune the top blocks + head on the cached bottom output
+    head, history1 = train_head(args, top, x_train, y_train, w_train, x_val, val_labels, val_real, n_classes)
+    history = {"phase1": history1}
     if args.epochs_finetune > 0:
-        base.trainable = True
-        top_layers = {id(layer) for layer in top.layers}
-        for layer in base.layers:
-            is_bn = isinstance(layer, keras.layers.BatchNormalization)
-            layer.trainable = id(layer) in top_layers and not is_bn
-        inp = keras.Input(x_train.shape[1:], name="cut")
-        x = top(inp, training=False)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        tune = keras.Model(inp, head(x), name="finetune")
-        tune.compile(optimizer=keras.optimizers.Adam(args.lr_finetune), loss="categorical_crossentropy",
-                     metrics=["accuracy"])
-        n_trainable = sum(int(np.prod(w.shape)) for w in tune.trainable_weights)
-        print(f"phase 2: fine-tuning from {args.finetune_from} ({n_trainable:,} trainable weights)")
-        tune_ckpt = args.output.with_name(args.output.stem + ".finetune.weights.h5")
-        # Phase 1 stops on val_loss (a well-calibrated start); phase 2 is judged on the real
-        # photos' macro recall, and only kept if it beats the phase-1 head's.
-        scores2 = ValScores(CachedBatches(x_val, y_val, 128, args.seed, shuffle=False), val.labels, val_real,
-                            n_classes)
-        baseline = scores2.scores(tune)[PHASE2_MONITOR]
-        print(f"phase 1 {PHASE2_MONITOR} {baseline:.4f}")
-        ckpt = keras.callbacks.ModelCheckpoint(tune_ckpt, monitor=PHASE2_MONITOR, mode="max",
-                                               save_best_only=True, save_weights_only=True,
-                                               initial_value_threshold=baseline)
-        tune.fit(
-            CachedBatches(x_train, y_train, args.batch_size, args.seed, steps=args.finetune_steps, weights=w_train),
-            epochs=args.epochs_finetune, verbose=1,
-            callbacks=[
-                scores2,
-                keras.callbacks.EarlyStopping(monitor=PHASE2_MONITOR, mode="max", patience=args.patience,
-                                              restore_best_weights=False),
-                ckpt,
-            ],
-        )
-        history["phase2"] = scores2.history
-        if tune_ckpt.exists():
-            tune.load_weights(tune_ckpt)
-            history["phase2_kept"] = True
-        else:
-            print(f"phase 2 did not beat phase 1 on {PHASE2_MONITOR}; keeping the phase-1 weights")
-            history["phase2_kept"] = False
-            # restore phase-1 state of the shared layers
-            base_fresh = build_base(args.weights, args.input_size)
-            base.set_weights(base_fresh.get_weights())
-            head.load_weights(head_ckpt)
-
+        history.update(finetune(args, base, top, head, x_train, y_train, w_train, x_val, val_labels, val_real,
+                                n_classes))
     for layer in base.layers:
         layer.trainable = False
     model = assemble(base, head)
     # The deployable model must give the same answers as the cached training path.
-    probs = model.predict(scale(val.images, prep), batch_size=64, verbose=1)
-    acc = float((probs.argmax(1) == val.labels).mean())
-    recalls = [float((probs.argmax(1)[val.labels == c] == c).mean()) for c in range(n_classes)]
-    print(f"val accuracy {acc:.4f}, macro recall {np.mean(recalls):.4f}, "
-          f"per class { {class_names[c]: round(r, 3) for c, r in enumerate(recalls)} }")
-    real_recall = val_scores(probs, val.labels, val_real, n_classes)["val_real_macro_recall"]
-    print(f"real photos: macro recall {real_recall:.4f}")
+    logits = model.predict(scale(val_images, prep), batch_size=64, verbose=1)
+    final = val_scores(logits, val_labels, val_real, n_classes)
+    print("final val: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
     model.save(args.output)
     info = {
         "class_names": class_names,
+        "outlier_label": OUTLIER_LABEL if args.negatives else None,
         "preprocessing": prep.to_dict(),
         "recipe": {
             "architecture": "Xception(include_top=False, imagenet) -> GAP -> Dense(500, relu) -> "
-                            f"Dropout(0.2) -> Dense({n_classes}, softmax)",
+                            f"Dropout(0.2) -> Dense({n_classes}) logits"
+                            + (f" (the last output is '{OUTLIER_LABEL}')" if args.negatives else ""),
             "input_size": args.input_size,
+            "person_crop": "every image through the served person crop (yogapose.preprocess)"
+                           if prep.person_crop else "none (whole image)",
+            "open_set_training": (f"outlier exposure as a class: {args.negatives} train images labelled "
+                                  f"'{OUTLIER_LABEL}'") if args.negatives else "none",
             "phase1": f"head only, Adam lr={args.lr_head}, <= {args.epochs_head} epochs",
             "phase2": f"fine-tune from {args.finetune_from} (BatchNorm frozen), Adam lr={args.lr_finetune}, "
-                      f"<= {args.epochs_finetune} epochs",
-            "augmentation": f"{args.augment_copies} cached augmented copies per image + clean: horizontal flip, "
-                            "rotation +/-14deg, zoom +/-15%, shift +/-8%, brightness +/-15%, contrast +/-20%",
+                      f"<= {args.epochs_finetune} epochs of {args.finetune_steps} batches",
+            "augmentation": f"clean + {args.augment_copies} augmented + {args.paste_copies} pasted copies per "
+                            "image; augmented: horizontal flip, rotation +/-14deg, zoom +/-15%, shift +/-8%, "
+                            "brightness +/-15%, contrast +/-20%; pasted: into a random no_person train scene at "
+                            "35-100 % of a 400-800 px frame's height, person-cropped, then augmented",
             "class_weighting": f"balanced over effective counts, a CGI render weighing {args.synthetic_weight} "
                                "of a real photo",
-            "early_stopping": "phase 1 on val_loss; phase 2 on the real val photos' (macro recall + worst "
-                              f"class recall) / 2; patience {args.patience}, best checkpoint kept",
+            "early_stopping": "phase 1 on val_loss; phase 2 on the mean of the real val photos' (macro recall + "
+                              "worst class recall) / 2 and 1 - the out-of-scope false-positive rate at 95 % "
+                              f"in-scope acceptance; patience {args.patience}, best checkpoint kept",
             "batch_size": args.batch_size,
             "seed": args.seed,
         },
-        "train_images": len(train.labels),
-        "val_images": len(val.labels),
+        "train_images": len(train_items),
+        "val_images": len(val_items),
+        "person_found": {"train": round(float(train_found.mean()), 4), "val": round(float(val_found.mean()), 4)},
         "manifest_sha256": file_sha256(args.data / "manifest.csv"),
-        "val_accuracy_keras": acc,
-        "val_macro_recall_keras": float(np.mean(recalls)),
-        "val_real_macro_recall_keras": real_recall,
+        "negatives_manifest_sha256": file_sha256(args.negatives / "manifest.csv") if args.negatives else None,
+        "final_val": final,
         "history": history,
         "seconds": round(time.time() - t0, 1),
         "versions": {"keras": keras.__version__, "tensorflow": _tf_version(), "numpy": np.__version__},
     }
     args.output.with_suffix(".train.json").write_text(json.dumps(info, indent=2) + "\n")
-    for tmp in (head_ckpt, args.output.with_name(args.output.stem + ".finetune.weights.h5")):
-        tmp.unlink(missing_ok=True)
     print(f"saved {args.output} in {time.time() - t0:.0f}s")
     return info
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return train(parse_args(argv))
 
 
 def _tf_version() -> str:

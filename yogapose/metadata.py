@@ -16,6 +16,62 @@ SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
+class PersonCrop:
+    """Find the person first (:mod:`yogapose.person`), then classify only that crop.
+
+    The detector file sits next to the model; its sha256 pins the exact flatbuffer (and
+    with it the anchor layout the decoder assumes).
+    """
+
+    detector_file: str = "pose_detection.tflite"
+    detector_sha256: str = "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"
+    source: str = "mediapipe==0.10.14 wheel: mediapipe/modules/pose_detection/pose_detection.tflite (Apache-2.0)"
+    min_score: float = 0.5  # detection score threshold (MediaPipe's own)
+    nms_iou: float = 0.3  # weighted NMS overlap threshold (MediaPipe's own)
+    scale: float = 1.25  # body-circle diameter x this = crop side (MediaPipe's ROI scale)
+    # Decode (JPEG draft) no smaller than this on both sides, so a person filling 40 % of
+    # the frame still gives a crop of about the model's input size.
+    decode_min_side: int = 300
+    # Second look for small people: windows of this fraction of the shorter side, when
+    # that is at least ``tile_min_side`` pixels (0 disables it).
+    tile_fraction: float = 0.75
+    tile_overlap: float = 0.5
+    tile_min_side: int = 224
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detector_file": self.detector_file,
+            "detector_sha256": self.detector_sha256,
+            "source": self.source,
+            "min_score": self.min_score,
+            "nms_iou": self.nms_iou,
+            "scale": self.scale,
+            "decode_min_side": self.decode_min_side,
+            "tile_fraction": self.tile_fraction,
+            "tile_overlap": self.tile_overlap,
+            "tile_min_side": self.tile_min_side,
+            "policy": "largest detected body (else, in images big enough, the most confident body "
+                      "in overlapping windows); square around the mid-hip keypoint, side = body-circle "
+                      "diameter x scale, clipped to the image; no person -> the whole image",
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PersonCrop:
+        return cls(
+            detector_file=str(d["detector_file"]),
+            detector_sha256=str(d["detector_sha256"]),
+            source=str(d.get("source", "")),
+            min_score=float(d["min_score"]),
+            nms_iou=float(d["nms_iou"]),
+            scale=float(d["scale"]),
+            decode_min_side=int(d["decode_min_side"]),
+            tile_fraction=float(d["tile_fraction"]),
+            tile_overlap=float(d["tile_overlap"]),
+            tile_min_side=int(d["tile_min_side"]),
+        )
+
+
+@dataclass(frozen=True)
 class Preprocessing:
     """How an RGB image becomes the input tensor.
 
@@ -31,9 +87,11 @@ class Preprocessing:
     color_mode: str = "RGB"
     exif_transpose: bool = True
     alpha_background: tuple[int, int, int] = (255, 255, 255)
+    person_crop: PersonCrop | None = None  # None: classify the whole image
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "person_crop": self.person_crop.to_dict() if self.person_crop else None,
             "color_mode": self.color_mode,
             "exif_transpose": self.exif_transpose,
             "alpha_background": list(self.alpha_background),
@@ -67,6 +125,7 @@ class Preprocessing:
             color_mode=str(d.get("color_mode", "RGB")),
             exif_transpose=bool(d.get("exif_transpose", True)),
             alpha_background=tuple(d.get("alpha_background", (255, 255, 255))),  # type: ignore[arg-type]
+            person_crop=PersonCrop.from_dict(d["person_crop"]) if d.get("person_crop") else None,
         )
 
 

@@ -1,0 +1,74 @@
+"""The one preprocessing path: bytes -> upright RGB -> person crop -> model input.
+
+Serving (``app``), training and evaluation (``convert/``) and the bench all call
+:class:`Preprocessor`, so a training example and a served request for the same photo are
+the same tensor, person crop included. What it does is read from the model metadata
+(:class:`~yogapose.metadata.Preprocessing`): with ``person_crop`` set, the person detector
+runs on the decoded image and only the person's region is resized for the classifier; with
+no person found, or no ``person_crop``, the whole image is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import imaging
+from .metadata import Preprocessing
+from .person import PersonBox, PersonDetector
+
+
+@dataclass(frozen=True)
+class Framed:
+    """The classifier's view of one photo and where it came from."""
+
+    image: Image.Image  # RGB at the model's input size
+    person: PersonBox | None  # None: no person found (or no detector): the whole image
+    source_size: tuple[int, int]  # the decoded image's (width, height), for relative boxes
+
+    def person_dict(self) -> dict[str, float] | None:
+        return self.person.to_dict(*self.source_size) if self.person is not None else None
+
+
+class Preprocessor:
+    """Decode, find the person, crop and resize, as the metadata says."""
+
+    def __init__(self, prep: Preprocessing, detector: PersonDetector | None = None) -> None:
+        if prep.person_crop is not None and detector is None:
+            raise ValueError("the metadata asks for a person crop but no detector was given")
+        self.prep = prep
+        self.detector = detector if prep.person_crop is not None else None
+        if prep.person_crop is not None:
+            side = max(prep.person_crop.decode_min_side, *prep.size)
+            self.draft_size: tuple[int, int] | None = (side, side) if prep.jpeg_draft else None
+        else:
+            self.draft_size = tuple(prep.size) if prep.jpeg_draft else None  # type: ignore[assignment]
+
+    @classmethod
+    def for_model(cls, prep: Preprocessing, model_dir: Path | str, num_threads: int = 1) -> Preprocessor:
+        """The preprocessor of a model whose detector file sits in ``model_dir``."""
+        crop = prep.person_crop
+        if crop is None:
+            return cls(prep)
+        return cls(prep, PersonDetector(Path(model_dir) / crop.detector_file, crop, num_threads))
+
+    def decode(self, data: bytes, max_pixels: int) -> Image.Image:
+        """Untrusted bytes -> upright RGB, at least the working size the crop needs."""
+        return imaging.open_image(data, max_pixels=max_pixels, draft_size=self.draft_size,
+                                  background=self.prep.alpha_background)
+
+    def frame(self, img: Image.Image) -> Framed:
+        """Upright RGB -> the person's region (or the whole image) at the input size."""
+        person = self.detector.find_person(img) if self.detector is not None else None
+        region = img if person is None else img.crop((person.left, person.top, person.right, person.bottom))
+        return Framed(imaging.resize_image(region, self.prep), person, img.size)
+
+    def from_bytes(self, data: bytes, max_pixels: int) -> Framed:
+        return self.frame(self.decode(data, max_pixels))
+
+    def to_input(self, framed: Framed, out: np.ndarray | None = None) -> np.ndarray:
+        """The (1, H, W, 3) float32 input tensor (written into ``out`` when given)."""
+        return imaging.to_input_array(framed.image, self.prep, out=out)
