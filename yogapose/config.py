@@ -1,79 +1,162 @@
 """All configuration, read from environment variables in this one place.
 
-Every variable has a safe default; the README documents each of them.
+:data:`VARIABLES` is the one table of them (name, default, parser, bounds, meaning). The
+:class:`Settings` defaults come from it, :func:`load_settings` reads by it, and the tests
+check the README's Configuration table and the template's ``Environment`` against it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = _PACKAGE_ROOT / "model" / "yoga-pose.tflite"
+#: Lambda grants one full vCPU per this many MB of memory (and shows 2 cores below that).
+MB_PER_VCPU = 1769
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def parse_int(raw: str) -> int:
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+        raise ValueError("must be an integer") from None
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def parse_float(raw: str) -> float:
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+        raise ValueError("must be a number") from None
 
 
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def parse_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
         return True
     if value in {"0", "false", "no", "off"}:
         return False
-    raise ValueError(f"{name} must be true/false, got {raw!r}")
+    raise ValueError("must be true/false")
+
+
+def threads_for_memory(env: Mapping[str, str]) -> int:
+    """One LiteRT thread per vCPU Lambda grants for the function's memory size, at least 1.
+
+    Lambda shows two cores at 1,769 MB while granting one vCPU, so the visible core count
+    would oversubscribe. Outside Lambda (no memory size) this is 1.
+    """
+    try:
+        memory_mb = int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", ""))
+    except ValueError:
+        return 1
+    return max(1, memory_mb // MB_PER_VCPU)
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable: where it goes, its default, how it is parsed and bounded."""
+
+    name: str
+    #: The :class:`Settings` field it sets; None for variables Powertools reads itself.
+    attr: str | None
+    default: Any
+    parse: Callable[[str], Any] | None
+    meaning: str
+    minimum: float | None = None
+    #: The default as the README shows it, when ``str(default)`` is not it.
+    shown_default: str | None = None
+    #: A default that depends on the rest of the environment (wins over ``default``).
+    default_from: Callable[[Mapping[str, str]], Any] | None = field(default=None, compare=False)
+
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, float) and self.default.is_integer():
+            return str(int(self.default))
+        return str(self.default)
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        """The parsed value from ``env``, or the default; ValueError naming the variable."""
+        raw = env.get(self.name)
+        if raw is None or raw.strip() == "":
+            return self.default_from(env) if self.default_from is not None else self.default
+        assert self.parse is not None, self.name
+        try:
+            value = self.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{self.name} {exc}, got {raw!r}") from None
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{self.name} must be >= {self.minimum:g}, got {value}")
+        return value
+
+
+VARIABLES: tuple[EnvVar, ...] = (
+    EnvVar("MODEL_PATH", "model_path", DEFAULT_MODEL_PATH, Path,
+           "the model; its metadata (labels, input size, preprocessing) is the .json beside it",
+           shown_default="model/yoga-pose.tflite"),
+    # Download / body cap. Lambda's own payload limit is 6 MB, URLs may point at larger files.
+    EnvVar("MAX_IMAGE_BYTES", "max_bytes", 10 * 1024 * 1024, parse_int,
+           "cap for downloads, uploads and base64 images", minimum=1),
+    # Decompression-bomb guard: 12 MP phone photos pass with room.
+    EnvVar("MAX_IMAGE_PIXELS", "max_pixels", 40_000_000, parse_int,
+           "decompression-bomb guard (a 12 MP phone photo passes)", minimum=1),
+    EnvVar("FETCH_CONNECT_TIMEOUT", "connect_timeout", 3.0, parse_float,
+           "seconds to connect to an image host", minimum=0.01),
+    EnvVar("FETCH_READ_TIMEOUT", "read_timeout", 5.0, parse_float,
+           "seconds between bytes from the host", minimum=0.01),
+    # Total wall-clock budget for one fetch including redirects; must fit the function timeout.
+    EnvVar("FETCH_DEADLINE", "fetch_deadline", 10.0, parse_float,
+           "total seconds for one fetch, redirects included", minimum=0.01),
+    EnvVar("FETCH_MAX_REDIRECTS", "max_redirects", 3, parse_int,
+           "redirects followed, each re-checked by the SSRF guard", minimum=0),
+    EnvVar("BATCH_LIMIT", "batch_limit", 16, parse_int, "most items in urls / images", minimum=1),
+    EnvVar("NUM_THREADS", "num_threads", 1, parse_int,
+           "LiteRT threads; default one per vCPU Lambda grants for the memory size", minimum=1,
+           shown_default=f"memory MB // {MB_PER_VCPU}, at least 1", default_from=threads_for_memory),
+    EnvVar("ALLOW_PRIVATE_URLS", "allow_private", False, parse_bool,
+           "true lets URLs reach private/loopback addresses: local testing only"),
+    # Below this top probability the web page says the model is unsure.
+    EnvVar("UNSURE_THRESHOLD", "unsure_threshold", 0.5, parse_float,
+           "below this top probability the web page says the model is unsure", minimum=0.0),
+    # Read by Powertools itself (yogapose.observability sets only these defaults).
+    EnvVar("POWERTOOLS_SERVICE_NAME", None, "yoga-pose", None, "service name in logs and metrics"),
+    EnvVar("POWERTOOLS_METRICS_NAMESPACE", None, "YogaPose", None, "CloudWatch namespace"),
+    EnvVar("POWERTOOLS_LOG_LEVEL", None, "INFO", None, "log level"),
+    EnvVar("POWERTOOLS_METRICS_DISABLED", None, None, None, "true silences metrics",
+           shown_default="unset"),
+)
+BY_NAME: dict[str, EnvVar] = {v.name: v for v in VARIABLES}
+
+
+def _default(name: str) -> Any:
+    return BY_NAME[name].default
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Runtime settings. Build with :func:`load_settings`; pass explicitly in tests."""
+    """Runtime settings. Build with :func:`load_settings`; pass explicitly in tests.
 
-    model_path: Path = DEFAULT_MODEL_PATH
-    # Download / body cap. Lambda's own payload limit is 6 MB, URLs may point at larger files.
-    max_bytes: int = 10 * 1024 * 1024
-    # Decompression-bomb guard: 12 MP phone photos pass with room; 40 MP is the default cap.
-    max_pixels: int = 40_000_000
-    connect_timeout: float = 3.0
-    read_timeout: float = 5.0
-    # Total wall-clock budget for one fetch including redirects; must fit the function timeout.
-    fetch_deadline: float = 10.0
-    max_redirects: int = 3
-    batch_limit: int = 16
-    # One vCPU at <= 1,769 MB; two threads only pay off on bigger memory sizes.
-    num_threads: int = 1
-    allow_private: bool = False
-    # Below this top probability the web page says the model is unsure.
-    unsure_threshold: float = 0.5
+    Defaults are the table's; see :data:`VARIABLES` for what each one means.
+    """
+
+    model_path: Path = _default("MODEL_PATH")
+    max_bytes: int = _default("MAX_IMAGE_BYTES")
+    max_pixels: int = _default("MAX_IMAGE_PIXELS")
+    connect_timeout: float = _default("FETCH_CONNECT_TIMEOUT")
+    read_timeout: float = _default("FETCH_READ_TIMEOUT")
+    fetch_deadline: float = _default("FETCH_DEADLINE")
+    max_redirects: int = _default("FETCH_MAX_REDIRECTS")
+    batch_limit: int = _default("BATCH_LIMIT")
+    num_threads: int = _default("NUM_THREADS")
+    allow_private: bool = _default("ALLOW_PRIVATE_URLS")
+    unsure_threshold: float = _default("UNSURE_THRESHOLD")
     # Sent on every image fetch: names the software and what it does, no made-up contact URL.
     user_agent: str = f"yogapose/{__version__} (yoga-pose image classifier; AWS Lambda)"
 
@@ -85,16 +168,4 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     function should fail its init loudly rather than serve with a surprising limit.
     """
     env = os.environ if environ is None else environ
-    return Settings(
-        model_path=Path(env.get("MODEL_PATH") or DEFAULT_MODEL_PATH),
-        max_bytes=_env_int(env, "MAX_IMAGE_BYTES", Settings.max_bytes, 1),
-        max_pixels=_env_int(env, "MAX_IMAGE_PIXELS", Settings.max_pixels, 1),
-        connect_timeout=_env_float(env, "FETCH_CONNECT_TIMEOUT", Settings.connect_timeout, 0.01),
-        read_timeout=_env_float(env, "FETCH_READ_TIMEOUT", Settings.read_timeout, 0.01),
-        fetch_deadline=_env_float(env, "FETCH_DEADLINE", Settings.fetch_deadline, 0.01),
-        max_redirects=_env_int(env, "FETCH_MAX_REDIRECTS", Settings.max_redirects, 0),
-        batch_limit=_env_int(env, "BATCH_LIMIT", Settings.batch_limit, 1),
-        num_threads=_env_int(env, "NUM_THREADS", Settings.num_threads, 1),
-        allow_private=_env_bool(env, "ALLOW_PRIVATE_URLS", Settings.allow_private),
-        unsure_threshold=_env_float(env, "UNSURE_THRESHOLD", Settings.unsure_threshold, 0.0),
-    )
+    return Settings(**{v.attr: v.read(env) for v in VARIABLES if v.attr is not None})

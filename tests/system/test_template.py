@@ -230,14 +230,19 @@ def test_arm64_is_selectable(translated):
 
 
 def test_environment_is_valid_configuration(translated):
-    """Every variable is one the code reads, and together they load as valid settings."""
-    from yogapose.config import load_settings
+    """Every variable is in yogapose.config's table, a literal value is that table's default
+    (a default changed in the code cannot silently diverge from the template; parameters may
+    differ), and together they load as valid settings."""
+    from yogapose.config import BY_NAME, load_settings
 
     env = _one(_deployed(translated), "AWS::Lambda::Function")["Environment"]["Variables"]
-    config_src = (REPO / "yogapose" / "config.py").read_text()
-    known = set(re.findall(r'env(?:\.get\(|, )"([A-Z_]+)"', config_src))
-    known |= {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
-    assert set(env) <= known, f"unknown variables (typo?): {set(env) - known}"
+    assert set(env) <= set(BY_NAME), f"unknown variables (typo?): {set(env) - set(BY_NAME)}"
+    literal = _load_template()["Resources"]["PoseFunction"]["Properties"]["Environment"]["Variables"]
+    for name, value in literal.items():
+        if isinstance(value, str):
+            assert value == BY_NAME[name].default_text(), f"{name}: {value!r} is not the code's default"
+    # NUM_THREADS follows the memory size when unset; a fixed value would undo that.
+    assert "NUM_THREADS" not in env
     settings = load_settings({k: str(v) for k, v in env.items()})
     assert settings.allow_private is False
     # A fetch that uses its whole budget must still leave time to answer within Timeout.
