@@ -1,12 +1,16 @@
-"""Command line: the quickest way to try the model on a laptop.
+"""Command line: the quickest way to try the model on a laptop, or to classify a folder.
 
-    python -m yogapose predict photo.jpg https://example.com/pose.jpg [--model PATH]
+    python -m yogapose predict photo.jpg                          # the JSON a direct invoke returns
+    python -m yogapose predict photos/ 'more/**/*.png' s3://bucket/prefix/ https://example.com/a.jpg \
+        [--format jsonl|csv|json] [--output FILE] [--workers N] [--resume] [--details]
     python -m yogapose serve [--host 127.0.0.1] [--port 3000]   # local Function URL + web page
     python -m yogapose emulator [--port 8080]                   # real Lambda RIE + awslambdaric
 
-``predict`` prints the same JSON a direct invoke returns (one object for one input, a list
-for several, failed items as ``{"error": ...}``). Exit codes: 0 ok, 1 a prediction failed
-(one-line message on stderr, no traceback), 2 usage error.
+``predict`` with one image file or URL prints the same JSON a direct invoke returns. With
+several inputs, or a folder, glob or ``s3://bucket/prefix/``, it writes one record per image
+with its source (``localtools.bulk``): JSON Lines by default when the output is not a
+terminal. Exit codes: 0 ok, 1 a prediction failed (one line on stderr, no traceback),
+2 usage error.
 """
 
 from __future__ import annotations
@@ -14,22 +18,33 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
-
-URL_PREFIXES = ("http://", "https://", "s3://")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m yogapose", description="Yoga pose classifier.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("predict", help="classify local images and/or URLs, print JSON")
+    p = sub.add_parser("predict", help="classify images: files, folders, globs, URLs, S3 prefixes")
     p.add_argument("sources", nargs="+", metavar="PATH_OR_URL",
-                   help="image file, http(s):// URL or s3://bucket/key")
+                   help="image file, folder (recursive), glob, http(s):// URL, s3://bucket/key "
+                        "or s3://bucket/prefix/ (listed)")
     p.add_argument("--model", type=Path, default=None,
                    help="model .tflite (its .json metadata beside it); default: MODEL_PATH or model/yoga-pose.tflite")
+    p.add_argument("--format", choices=bulk_formats(), default=None,
+                   help="many inputs: one record per image as JSON Lines (default when the output "
+                        "is not a terminal), CSV (one column per label) or one JSON array")
+    p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                   help="write the records to FILE instead of stdout")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="classify in N processes, one interpreter and model each (default 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the sources already in --output FILE and append the rest")
+    p.add_argument("--details", action="store_true",
+                   help="the detailed answer (pose or null, confidence, reason, person box)")
 
     s = sub.add_parser("serve", help="serve the handler as a local Function URL (web page on /)")
     s.add_argument("--host", default="127.0.0.1")
@@ -41,10 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bulk_formats() -> tuple[str, ...]:
+    from localtools.bulk import FORMATS
+
+    return FORMATS
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "predict":
-        return predict(args.sources, args.model)
+        from localtools import bulk
+
+        many = (len(args.sources) > 1 or bulk.is_many(args.sources[0]) or args.format is not None
+                or args.output is not None or args.resume)
+        if not many:
+            return predict(args.sources, args.model, details=args.details)
+        try:
+            settings, labels = _bulk_settings(args.model)
+        except (RuntimeError, ValueError, OSError) as exc:
+            print(f"error: cannot load the model: {exc}", file=sys.stderr)
+            return 1
+        try:
+            return bulk.run(args.sources, settings, fmt=args.format, output=args.output,
+                            workers=args.workers, resume=args.resume, details=args.details,
+                            labels=labels)
+        except bulk.UsageError as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        except KeyboardInterrupt:
+            print("interrupted: the records written so far are kept; --resume carries on", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `... | head`: the reader left; no traceback, no more output
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            print("error: the output was closed before every record was written", file=sys.stderr)
+            return 1
     if args.command == "serve":
         from localtools.localserver import (
             serve,  # the web helper's module: imported only when used
@@ -62,59 +107,47 @@ def main(argv: list[str] | None = None) -> int:
     return 0  # not reached: run() replaces this process
 
 
-def predict(sources: list[str], model: Path | None = None) -> int:
+def _bulk_settings(model: Path | None) -> tuple[Any, tuple[str, ...]]:
+    """Settings for the workers and the model's labels (CSV columns), read from its metadata
+    only: the workers load the model themselves."""
     from yogapose.config import load_settings
-    from yogapose.errors import BadRequest, PayloadTooLarge, PoseError
+    from yogapose.metadata import load_metadata
 
+    settings = load_settings()
+    if model is not None:
+        settings = dataclasses.replace(settings, model_path=model)
+    return settings, tuple(load_metadata(settings.model_path).labels)
+
+
+def predict(sources: list[str], model: Path | None = None, details: bool = False) -> int:
+    """One image file or URL -> the JSON a direct invoke returns (exactly as before bulk runs)."""
+    from localtools import bulk
+    from yogapose import batch
+    from yogapose.config import load_settings
+    from yogapose.errors import PoseError
+    from yogapose.observability import RequestStats
+
+    (source,) = sources
     try:
         settings = load_settings()
         if model is not None:
             settings = dataclasses.replace(settings, model_path=model)
-        from yogapose import observability
-        from yogapose.app import get_app
-
-        # JSON goes to stdout; keep the (rare) log lines out of it.
-        handler = getattr(observability.logger, "registered_handler", None)
-        if handler is not None and hasattr(handler, "setStream"):
-            handler.setStream(sys.stderr)
-        app = get_app(settings)
+        bulk.init_worker(settings, details)  # loads the model, logs to stderr
+        app = bulk._worker["app"]
     except (RuntimeError, ValueError, OSError) as exc:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 1
-
-    def one(source: str) -> dict[str, Any]:
-        stats = observability.RequestStats()
-        if source.lower().startswith(URL_PREFIXES):
-            return app.classify_url(source, stats)
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-            if not path.is_file():
-                raise BadRequest(f"{source}: not a file")
-            if size > settings.max_bytes:
-                raise PayloadTooLarge(f"{source}: {size} bytes, over the limit of {settings.max_bytes}")
-            data = path.read_bytes()
-        except OSError as exc:
-            raise BadRequest(f"cannot read {source}: {exc.strerror or exc}") from None
-        return app.classify_bytes(data, stats)
-
-    results: list[Any] = []
-    failed = 0
-    for source in sources:
-        try:
-            results.append(one(source))
-        except PoseError as exc:
-            failed += 1
-            results.append({"error": exc.to_dict()})
-            print(f"error: {source}: {exc.code}: {exc.message}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-            failed += 1
-            results.append({"error": {"code": "internal_error", "message": type(exc).__name__}})
-            print(f"error: {source}: internal error ({type(exc).__name__}: {exc})", file=sys.stderr)
-    if len(sources) == 1:
-        if failed:
-            return 1
-        print(json.dumps(results[0], indent=2))
-        return 0
-    print(json.dumps(results, indent=2))
-    return 1 if failed else 0
+    stats = RequestStats()
+    try:
+        if bulk.is_url(source):
+            result: Any = batch.classify_url(app, source, stats, details)
+        else:
+            result = batch.classify(app, bulk.read_local(source, settings.max_bytes), stats, details)
+    except PoseError as exc:
+        print(f"error: {source}: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        print(f"error: {source}: internal error ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0

@@ -22,6 +22,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from . import b64
@@ -44,13 +45,37 @@ _SNIFFED_MEDIA_TYPES = frozenset({"", "text/plain", "application/x-www-form-urle
 # Room for the JSON around one base64 image in a request body.
 JSON_BODY_SLACK = 64 * 1024
 
-ROUTES: dict[str, tuple[str, ...]] = {
-    "/": ("GET", "HEAD", "POST", "OPTIONS"),
-    "/predict": ("POST", "OPTIONS"),
-    "/health": ("GET", "HEAD", "OPTIONS"),
+class Action(StrEnum):
+    """What a routed HTTP request asks for; ``App`` has one responder per action."""
+
+    PAGE = "page"
+    HEALTH = "health"
+    PREDICT = "predict"
+    OPTIONS = "options"
+
+
+#: The route table, the one home of the HTTP surface (README's table, the local server's
+#: banner and the app's dispatch follow it). ``HEAD`` is answered wherever ``GET`` is, and
+#: ``OPTIONS`` on every path, so neither is listed.
+ROUTE_TABLE: dict[tuple[str, str], Action] = {
+    ("GET", "/"): Action.PAGE,
+    ("POST", "/"): Action.PREDICT,
+    ("POST", "/predict"): Action.PREDICT,
+    ("GET", "/health"): Action.HEALTH,
 }
-_ACTIONS = {("/", "GET"): "page", ("/", "POST"): "predict", ("/predict", "POST"): "predict",
-            ("/health", "GET"): "health"}
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_by_path(table: Mapping[tuple[str, str], Action]) -> dict[str, tuple[str, ...]]:
+    """``{path: methods}`` for the ``Allow`` header, HEAD and OPTIONS included."""
+    methods: dict[str, set[str]] = {}
+    for method, path in table:
+        methods.setdefault(path, {"OPTIONS"}).update({method, "HEAD"} if method == "GET" else {method})
+    return {path: tuple(sorted(m, key=_METHOD_ORDER.index)) for path, m in methods.items()}
+
+
+#: ``{path: allowed methods}``, derived from :data:`ROUTE_TABLE`.
+ROUTES: dict[str, tuple[str, ...]] = _allowed_by_path(ROUTE_TABLE)
 
 JSON_TYPE = "application/json"
 
@@ -162,26 +187,29 @@ def _headers(raw: Any) -> dict[str, str]:
 # ------------------------------------------------------------------------------ routing
 
 
-def route(req: HttpRequest) -> str:
-    """``"page"``, ``"health"``, ``"predict"`` or ``"options"``; NotFound / WrongMethod."""
-    path = req.path if req.path == "/" else req.path.rstrip("/") or "/"
+def _route_path(req: HttpRequest) -> str:
+    return req.path if req.path == "/" else req.path.rstrip("/") or "/"
+
+
+def route(req: HttpRequest) -> Action:
+    """The :class:`Action` :data:`ROUTE_TABLE` gives the request; NotFound / WrongMethod."""
+    path = _route_path(req)
     allowed = ROUTES.get(path)
     if allowed is None:
         raise NotFound(f"no route {path!r}; try POST /predict, GET /health or GET /")
-    method = "GET" if req.method == "HEAD" and "HEAD" in allowed else req.method
     if req.method == "OPTIONS":
-        return "options"
-    action = _ACTIONS.get((path, method))
+        return Action.OPTIONS
+    method = "GET" if req.method == "HEAD" else req.method
+    action = ROUTE_TABLE.get((method, path))
     if action is None:
         raise WrongMethod(f"{req.method} is not allowed on {path}; use {', '.join(allowed)}", allowed)
-    if action == "page" and wants_json(req):
-        return "health"
+    if action is Action.PAGE and wants_json(req):
+        return Action.HEALTH
     return action
 
 
 def allowed_methods(req: HttpRequest) -> tuple[str, ...]:
-    path = req.path if req.path == "/" else req.path.rstrip("/") or "/"
-    return ROUTES.get(path, ())
+    return ROUTES.get(_route_path(req), ())
 
 
 def wants_json(req: HttpRequest) -> bool:

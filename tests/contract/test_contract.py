@@ -439,13 +439,15 @@ def test_cli_predict_prints_the_direct_invoke_json(handler, tiny_model_path, ima
     out = _cli("predict", str(photo), "--model", str(tiny_model_path))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == handler({"image": b64(images["jpeg"])}, None)
-    # Several inputs (a file and a URL) -> a list in order.
+    # Several inputs (a file and a URL) -> one JSON Lines record per input, in order, each
+    # with its source and the same probabilities (localtools/bulk.py; tests/contract/test_bulk_cli.py).
     out = _cli("predict", str(photo), image_url("pose.png"), "--model", str(tiny_model_path),
                env_extra={"ALLOW_PRIVATE_URLS": "true"})
     assert out.returncode == 0, out.stderr
-    results = json.loads(out.stdout)
-    assert results[0] == handler({"image": b64(images["jpeg"])}, None)
-    assert results[1] == handler({"url": image_url("pose.png")}, None)
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["source"] for r in records] == [str(photo), image_url("pose.png")]
+    assert records[0]["probabilities"] == handler({"image": b64(images["jpeg"])}, None)
+    assert records[1]["probabilities"] == handler({"url": image_url("pose.png")}, None)
 
 
 def test_cli_errors_are_one_line_with_exit_codes(tiny_model_path, tmp_path):
