@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from yogapose.edge import ROUTE_TABLE
 from yogapose.errors import BadRequest, PayloadTooLarge, PoseError
 
 Handler = Callable[[dict, Any], Any]
@@ -417,7 +418,9 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> None:
     if not _is_loopback(host):
         print(f"warning: listening on {host}: other machines can reach this server", file=sys.stderr)
     print(f"Serving lambda_function.lambda_handler as a Function URL at {server.url}/", file=sys.stderr)
-    print(f"  page: {server.url}/   predict: POST {server.url}/predict   Ctrl+C stops", file=sys.stderr)
+    for (method, path), action in ROUTE_TABLE.items():  # the function's own routes
+        print(f"  {method:4s} {server.url}{path}  ({action})", file=sys.stderr)
+    print("  Ctrl+C stops", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,0 +1,60 @@
+"""The route table: one home for method + path -> action, shared by the edge and the app."""
+
+from __future__ import annotations
+
+import pytest
+
+from yogapose import edge
+from yogapose.errors import NotFound
+
+
+def request(method: str, path: str, accept: str = "") -> edge.HttpRequest:
+    return edge.HttpRequest("function_url", method, path, {"accept": accept} if accept else {}, None, False)
+
+
+@pytest.mark.parametrize(("method", "path"), list(edge.ROUTE_TABLE))
+def test_every_table_entry_routes_to_its_action(method: str, path: str) -> None:
+    assert edge.route(request(method, path)) is edge.ROUTE_TABLE[(method, path)]
+    assert edge.route(request(method, path + "/")) is edge.ROUTE_TABLE[(method, path)]  # trailing slash
+    if method == "GET":
+        assert edge.route(request("HEAD", path)) is edge.ROUTE_TABLE[(method, path)]
+    assert edge.route(request("OPTIONS", path)) is edge.Action.OPTIONS
+
+
+def test_allowed_methods_are_derived_from_the_table() -> None:
+    assert edge.ROUTES == {
+        "/": ("GET", "HEAD", "POST", "OPTIONS"),
+        "/predict": ("POST", "OPTIONS"),
+        "/health": ("GET", "HEAD", "OPTIONS"),
+    }
+
+
+@pytest.mark.parametrize(("method", "path"), [("DELETE", "/"), ("GET", "/predict"), ("HEAD", "/predict"),
+                                              ("PUT", "/health")])
+def test_other_methods_are_405_with_the_allowed_ones(method: str, path: str) -> None:
+    with pytest.raises(edge.WrongMethod) as info:
+        edge.route(request(method, path))
+    assert info.value.http_status == 405 and info.value.allow == edge.ROUTES[path]
+
+
+@pytest.mark.parametrize("path", ["/nope", "//predict", "/predict/x", "/health.json"])
+def test_unknown_paths_are_404(path: str) -> None:
+    with pytest.raises(NotFound):
+        edge.route(request("POST", path))
+
+
+def test_api_clients_asking_for_json_get_health_at_the_root() -> None:
+    assert edge.route(request("GET", "/", "application/json")) is edge.Action.HEALTH
+    assert edge.route(request("GET", "/", "text/html,application/json")) is edge.Action.PAGE
+
+
+def test_the_app_answers_every_action(make_app) -> None:
+    """A new Action without a responder is a mypy error; this is the runtime guard."""
+    from yogapose.observability import RequestStats
+
+    app = make_app()
+    for action in edge.Action:
+        if action is edge.Action.PREDICT:
+            continue  # needs a body; the contract tests cover it
+        resp = app.respond(action, request("GET", "/"), {}, RequestStats())
+        assert resp["statusCode"] in (200, 204), action
