@@ -51,6 +51,10 @@ class App:
         stats = stats if stats is not None else RequestStats()
         kind = edge.event_kind(event)  # a non-object event is a malformed direct invoke
         stats.kind = kind
+        if kind in ("map_batch", "s3_event"):
+            from . import batch  # bulk runs only: kept out of the HTTP path's imports
+
+            return batch.handle(self, event, kind, stats, getattr(stats, "deadline", None))
         if kind != "direct":
             return self.handle_http(event, kind, stats)
         try:

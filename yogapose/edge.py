@@ -4,6 +4,9 @@ Event kinds:
 
 * **direct**: any other JSON object, e.g. ``{"url": ...}`` from ipython, ``boto3 invoke``
   or the emulator on ``:8080``. Answered with plain JSON; errors are raised.
+* **map_batch** (``{"Items": [...], "BatchInput": {...}}``, a Step Functions Distributed
+  Map child) and **s3_event** (an S3 notification, ``Records[].eventSource == "aws:s3"``):
+  bulk classification, answered by ``yogapose.batch``.
 * **HTTP payload 2.0** (``"version": "2.0"``): Lambda Function URLs and API Gateway HTTP
   APIs. **HTTP payload 1.0** (``httpMethod``): API Gateway REST APIs and HTTP APIs
   configured for 1.0. Answered with ``{"statusCode", "headers", "body", ...}``; errors become
@@ -118,7 +121,7 @@ class Body:
 
 
 def event_kind(event: Any) -> str:
-    """``"direct"``, ``"function_url"``, ``"apigw_v2"`` or ``"apigw_v1"``.
+    """``"direct"``, ``"function_url"``, ``"apigw_v2"``, ``"apigw_v1"``, ``"map_batch"`` or ``"s3_event"``.
 
     Anything that is not a JSON object is a malformed direct invoke (BadRequest).
     """
@@ -132,6 +135,13 @@ def event_kind(event: Any) -> str:
         return "function_url" if ".lambda-url." in domain else "apigw_v2"
     if "httpMethod" in event and "requestContext" in event:
         return "apigw_v1"
+    if "Items" in event and set(event) <= {"Items", "BatchInput"}:
+        return "map_batch"
+    records = event.get("Records")
+    if isinstance(records, list) and records and all(
+        isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records
+    ):
+        return "s3_event"
     return "direct"
 
 
