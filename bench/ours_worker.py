@@ -105,15 +105,10 @@ def _draft_decode(data: bytes, size) -> None:
 def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
     """Per-stage medians of the request path (base64, decode+resize, tensor), per image."""
     from yogapose import imaging
+    from yogapose.b64 import decode_payload
 
-    try:
-        from yogapose.app import decode_base64
-
-        def b64(text: str) -> bytes:
-            return decode_base64(text, "image", settings.max_bytes)
-    except ImportError:
-        def b64(text: str) -> bytes:
-            return base64.b64decode(text, validate=True)
+    def b64(text: str) -> bytes:
+        return decode_payload(text, "image", settings.max_bytes)
 
     runs = max(3, min(10, cfg["infer_runs"] // 4))
     res = {}

@@ -354,7 +354,7 @@ def render(results: dict) -> str:
                             f" | {total:.1f} | {_f(_med(_img(c, n)), 1)} |")
         if rows:
             L += [f"## Where the time goes ({h['threads']} thread{'s' if h['threads'] > 1 else ''}, medians in ms)", "",
-                  ("Each stage timed alone in the warm worker. Ours: `yogapose.app.decode_base64`, "
+                  ("Each stage timed alone in the warm worker. Ours: `yogapose.b64.decode_payload`, "
                   "`imaging.load_resized` (draft decode, EXIF, alpha, resize), `imaging.to_input_array`; reference: "
                   "`base64.b64decode`, `Image.open` + `resize_image` (full decode, NEAREST), array + scaling."), "",
                   "| image | stack | base64 | decode + resize | to tensor | inference | sum | measured e2e |",

@@ -11,6 +11,7 @@ import random
 import pytest
 
 from yogapose import b64
+from yogapose.errors import BadRequest, PayloadTooLarge
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 ODD = "=\n \t-_.é\x00"
@@ -62,3 +63,43 @@ def test_same_acceptance_and_bytes_as_cpython_strict(backend, monkeypatch):
 def test_large_payload_round_trips():
     data = os.urandom(3 * 1024 * 1024 + 1)
     assert b64.decode_strict(base64.b64encode(data).decode()) == data
+
+
+# ------------------------------------------------------------------ the two sets of rules
+
+PAYLOAD = bytes(range(256)) * 3
+
+
+def test_payload_rules_tolerate_what_clients_write() -> None:
+    std = base64.b64encode(PAYLOAD).decode()
+    spellings = [std, "data:image/jpeg;base64," + std, base64.urlsafe_b64encode(PAYLOAD).decode(),
+                 std.rstrip("="), "\n".join(std[i:i + 76] for i in range(0, len(std), 76))]
+    for text in spellings:
+        assert b64.decode_payload(text, "image", 10_000) == PAYLOAD
+
+
+@pytest.mark.parametrize("text", ["", "Q", "not base64!", "data:image/png;base64,", "===="])
+def test_payload_rules_refuse_the_rest(text: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        b64.decode_payload(text, "images[2]", 10_000)
+    assert "images[2]" in str(info.value)
+
+
+def test_transport_rules_take_only_the_standard_alphabet() -> None:
+    assert b64.decode_transport(base64.b64encode(PAYLOAD).decode(), 10_000, "body") == PAYLOAD
+    with pytest.raises(BadRequest, match="isBase64Encoded"):
+        b64.decode_transport(base64.urlsafe_b64encode(b"\xfb\xff" * 10).decode(), 10_000, "body")
+
+
+@pytest.mark.parametrize("decode", [lambda t, n: b64.decode_payload(t, "image", n),
+                                    lambda t, n: b64.decode_transport(t, n, "body")])
+def test_size_is_checked_before_decoding(decode, monkeypatch) -> None:
+    text = base64.b64encode(bytes(3000)).decode()
+    assert decode(text, 3000) == bytes(3000)  # exactly the limit passes
+
+    def never(_text):
+        raise AssertionError("decoded a string that is already too long")
+
+    monkeypatch.setattr(b64, "decode_strict", never)
+    with pytest.raises(PayloadTooLarge):
+        decode(text + "AAAAAAAA", 3000)  # 3006 bytes: refused from the length alone
