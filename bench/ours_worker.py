@@ -28,6 +28,8 @@ sys.path.insert(0, REPO)  # Lambda's task root: where lambda_function.py lives
 
 import wcommon
 
+from localtools.context import LambdaContext
+
 
 def import_handler(task_root: str = REPO):
     """-> (module, kind). Falls back to bench/shim.py only if lambda_function.py is absent.
@@ -172,7 +174,8 @@ def main() -> int:
         return init_parts(cfg)
     images = wcommon.read_images(cfg["images"])
     events = {n: {"image": base64.b64encode(b).decode("ascii")} for n, b in images.items()}
-    ctx = wcommon.FakeContext()
+    ctx = LambdaContext("00000000-0000-0000-0000-000000000000", function_name="yoga-pose-bench",
+                        memory_limit_in_mb=1769)
 
     t0 = time.perf_counter()
     mod, kind = import_handler(cfg.get("task_root") or REPO)

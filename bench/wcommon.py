@@ -128,21 +128,6 @@ def top_of(obj):
     return None
 
 
-class FakeContext:
-    """Enough of Lambda's context object for handlers and Powertools decorators."""
-
-    function_name = "yoga-pose-bench"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:yoga-pose-bench"
-    memory_limit_in_mb = 1769
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/yoga-pose-bench"
-    log_stream_name = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 class Stopwatch:
     """Milliseconds between successive ``mark(name)`` calls, for the cold-start anatomy."""
 

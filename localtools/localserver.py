@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import os
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from localtools.context import LambdaContext
 from yogapose.edge import ROUTE_TABLE
 from yogapose.errors import BadRequest, PayloadTooLarge, PoseError
 
@@ -202,29 +202,6 @@ def to_http_response(result: Any) -> HttpResponse:
     return HttpResponse(status, headers, data)
 
 
-class LocalContext:
-    """The parts of the Lambda context object handlers use, with local values."""
-
-    def __init__(self, request_id: str, timeout_s: float) -> None:
-        region = os.environ.get("AWS_REGION", "us-east-1")
-        self.aws_request_id = request_id
-        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "yoga-pose-local")
-        self.function_version = "$LATEST"
-        # Despite its name Lambda gives this in MB.
-        self.memory_limit_in_bytes = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048"))
-        self.invoked_function_arn = (
-            f"arn:aws:lambda:{region}:000000000000:function:{self.function_name}"
-        )
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = "local"
-        self.identity = None
-        self.client_context = None
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
 class FunctionUrlServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` that invokes a Lambda handler per request."""
 
@@ -254,7 +231,7 @@ class FunctionUrlServer(ThreadingHTTPServer):
     def invoke(self, event: dict, request_id: str) -> HttpResponse:
         """Run the handler once (serialised, like one execution environment)."""
         with self._invoke_lock:
-            context = LocalContext(request_id, self.timeout_s)
+            context = LambdaContext(request_id, timeout_s=self.timeout_s)
             try:
                 result = self.lambda_handler(event, context)
             except Exception:  # noqa: BLE001 - a crash is logged and answered 502, like Lambda

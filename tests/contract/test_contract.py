@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-from types import SimpleNamespace
 
 import pytest
 
+from localtools.context import LambdaContext
 from tests.conftest import b64
 from yogapose.errors import BadRequest, UpstreamError
 from yogapose.metadata import load_metadata
@@ -302,14 +302,9 @@ def test_options_and_head(handler, event):
 # ---------------------------------------------------------------- observability
 
 
-class FakeContext(SimpleNamespace):
-    """The attributes of awslambdaric's LambdaContext that Powertools reads."""
-
-    def __init__(self, request_id: str = "req-0123"):
-        super().__init__(
-            function_name="yoga-pose-fn", memory_limit_in_mb=2048, aws_request_id=request_id,
-            invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:yoga-pose-fn",
-        )
+def fake_context(request_id: str = "req-0123") -> LambdaContext:
+    """Lambda's context as Powertools reads it (localtools.context: the one stand-in)."""
+    return LambdaContext(request_id, function_name="yoga-pose-fn", memory_limit_in_mb=2048)
 
 
 @pytest.fixture
@@ -343,7 +338,7 @@ def test_logs_and_metrics_with_a_lambda_context(handler, image_url, images, meta
 
     monkeypatch.setattr(observability, "_cold_start_pending", True)
     secret_url = image_url("pose.jpg") + "?X-Amz-Signature=supersecret"
-    handler({"url": secret_url}, FakeContext("req-42"))
+    handler({"url": secret_url}, fake_context("req-42"))
     out = capsys.readouterr().out
     logged = log_stream.getvalue()
     assert "supersecret" not in out + logged, "query strings never reach the logs"
@@ -365,13 +360,13 @@ def test_logs_and_metrics_with_a_lambda_context(handler, image_url, images, meta
     assert cold["function_name"] == "yoga-pose-fn"
 
     # A second invoke is warm: no second ColdStart metric.
-    handler({"url": image_url("pose.jpg")}, FakeContext("req-43"))
+    handler({"url": image_url("pose.jpg")}, fake_context("req-43"))
     assert "ColdStart" not in capsys.readouterr().out
 
 
 def test_errors_metric_by_code(handler, capsys):
     with pytest.raises(BadRequest):
-        handler({"urls": 5}, FakeContext())
+        handler({"urls": 5}, fake_context())
     lines = _json_lines(capsys.readouterr().out)
     errors = [line for line in lines if "Errors" in line]
     assert errors and errors[0]["code"] == "bad_request"

@@ -299,7 +299,7 @@ def test_event_has_the_function_url_payload_v2_shape(server, recorder, labels):
 
     assert context.aws_request_id == request_id
     assert context.function_name and context.invoked_function_arn.startswith("arn:aws:lambda:")
-    assert isinstance(context.memory_limit_in_bytes, int)
+    assert isinstance(context.memory_limit_in_mb, int)  # the name Powertools reads
     assert 0 < context.get_remaining_time_in_millis() <= 30_000
 
 
