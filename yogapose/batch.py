@@ -54,15 +54,6 @@ class Clock(Protocol):
     def expired(self) -> bool: ...
 
 
-#: Where classify-on-upload writes its results (``RESULTS_PREFIX``); keys under it never trigger.
-DEFAULT_RESULTS_PREFIX = "results/"
-
-
-def results_prefix(settings: Any) -> str:
-    """The results prefix from the settings (``RESULTS_PREFIX``), never empty."""
-    return getattr(settings, "results_prefix", None) or DEFAULT_RESULTS_PREFIX
-
-
 def is_image_name(name: str) -> bool:
     """Whether a file name or S3 key has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
@@ -196,7 +187,7 @@ def s3_notification(app: App, event: dict, stats: RequestStats, deadline: Clock 
     cannot be written fails the invocation after the others are done, so S3's asynchronous
     retry runs it again.
     """
-    prefix = results_prefix(app.settings)
+    prefix = app.settings.results_prefix  # RESULTS_PREFIX
     written: list[dict[str, Any]] = []
     failures: list[str] = []
     for bucket, key, size in _uploaded_objects(event["Records"]):

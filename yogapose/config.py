@@ -44,6 +44,13 @@ def parse_bool(raw: str) -> bool:
     raise ValueError("must be true/false")
 
 
+def parse_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not value.endswith("/") or value.startswith("/"):
+        raise ValueError("must be an S3 key prefix ending in '/', such as results/")
+    return value
+
+
 def threads_for_memory(env: Mapping[str, str]) -> int:
     """One LiteRT thread per vCPU Lambda grants for the function's memory size, at least 1.
 
@@ -125,6 +132,9 @@ VARIABLES: tuple[EnvVar, ...] = (
     # Below this top probability the web page says the model is unsure.
     EnvVar("UNSURE_THRESHOLD", "unsure_threshold", 0.5, parse_float,
            "below this top probability the web page says the model is unsure", minimum=0.0),
+    # Classify on upload: never a prefix that triggers the function again (yogapose.batch).
+    EnvVar("RESULTS_PREFIX", "results_prefix", "results/", parse_prefix,
+           "classify on upload writes `<prefix><key>.json` here; keys under it are never classified"),
     # Read by Powertools itself (yogapose.observability sets only these defaults).
     EnvVar("POWERTOOLS_SERVICE_NAME", None, "yoga-pose", None, "service name in logs and metrics"),
     EnvVar("POWERTOOLS_METRICS_NAMESPACE", None, "YogaPose", None, "CloudWatch namespace"),
@@ -157,6 +167,7 @@ class Settings:
     num_threads: int = _default("NUM_THREADS")
     allow_private: bool = _default("ALLOW_PRIVATE_URLS")
     unsure_threshold: float = _default("UNSURE_THRESHOLD")
+    results_prefix: str = _default("RESULTS_PREFIX")
     # Sent on every image fetch: names the software and what it does, no made-up contact URL.
     user_agent: str = f"yogapose/{__version__} (yoga-pose image classifier; AWS Lambda)"
 
