@@ -1,0 +1,317 @@
+"""Hostile inputs: files built to cost CPU, memory or time, and requests built to outlast
+the function's timeout. Each is refused (or answered) within a bound, never a 500.
+
+The files are generated here, not stored: a progressive JPEG whose scan script is
+rewritten to repeat one AC scan thousands of times, 40 MP PNGs of every colour type that
+compress to a few hundred KB, PNG/JPEG files made of tens of thousands of tiny segments.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO_ROOT, b64, image_bytes
+from yogapose import imaging
+from yogapose.deadline import Deadline, DeadlineExceeded
+from yogapose.errors import UnusableImage
+
+# ------------------------------------------------------------------ crafted files
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of every segment; a scan's entropy-coded data belongs to its SOS."""
+    out, pos = [], 2
+    while pos < len(data):
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            out.append((marker, pos, pos + 2))
+            break
+        end = pos + 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if marker == 0xDA:
+            end = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, end).start()
+        out.append((marker, pos, end))
+        pos = end
+    return out
+
+
+def many_scan_jpeg(size: tuple[int, int], scans: int) -> bytes:
+    """A valid progressive greyscale JPEG: one DC scan, then its first AC scan (with the
+    Huffman table before it) repeated ``scans`` times. Each copy is ~80 bytes (an end-of-band
+    run over every block) but costs the decoder a pass over the whole image."""
+    buf = io.BytesIO()
+    Image.new("L", size, 128).save(buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    segs = _jpeg_segments(data)
+    sos = [i for i, s in enumerate(segs) if s[0] == 0xDA]
+    first = sos[1]
+    while segs[first - 1][0] == 0xC4:  # the DHT belonging to that scan
+        first -= 1
+    unit = data[segs[first][1]:segs[sos[1]][2]]
+    return data[:segs[first][1]] + unit * scans + b"\xff\xd9"
+
+
+def jpeg_with_comments(count: int) -> bytes:
+    data = image_bytes("JPEG", size=(64, 64))
+    return data[:2] + b"\xff\xfe\x00\x02" * count + data[2:]
+
+
+def progressive_jpeg_claiming(size: tuple[int, int]) -> bytes:
+    """A small 4:4:4 progressive JPEG whose frame header claims ``size``."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(buf, "JPEG", progressive=True, subsampling=0)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc2")
+    data[sof + 5:sof + 9] = struct.pack(">HH", size[1], size[0])
+    return bytes(data)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_with_chunks(count: int) -> bytes:
+    """A valid 64x64 PNG with ``count`` empty private chunks before its pixel data."""
+    data = image_bytes("PNG", size=(64, 64))
+    return data[:33] + _png_chunk(b"prVt", b"") * count + data[33:]
+
+
+def oriented_png(mode: str, orientation: int = 6, size: tuple[int, int] = (40, 20)) -> bytes:
+    """A PNG of ``mode`` with an EXIF orientation; its left half is dark, right half light."""
+    if mode == "I;16":
+        arr = np.full((size[1], size[0]), 60000, np.uint16)
+        arr[:, : size[0] // 2] = 1000
+        img = Image.fromarray(arr)
+    else:
+        img = Image.new("RGB", size, (240, 240, 240))
+        img.paste((10, 10, 10), (0, 0, size[0] // 2, size[1]))
+        if mode == "P":
+            img = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+        else:
+            img = img.convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    extra = {"transparency": 255} if mode == "P" else {}
+    img.save(buf, "PNG", exif=exif.tobytes(), **extra)
+    return buf.getvalue()
+
+
+def raw_event(event, data: bytes, content_type: str = "image/jpeg") -> dict:
+    ev = event("function_url_post_json")
+    ev["headers"]["content-type"] = content_type
+    ev["body"] = b64(data)
+    ev["isBase64Encoded"] = True
+    return ev
+
+
+def assert_error(resp: dict, status: int, code: str) -> dict:
+    assert resp["statusCode"] == status, resp["body"][:300]
+    body = json.loads(resp["body"])
+    assert body["error"]["code"] == code
+    assert "Traceback" not in resp["body"]
+    return body["error"]
+
+
+# ------------------------------------------------------------------ decode work
+
+
+def test_many_scan_jpeg_is_a_valid_file_that_costs_pillow_seconds():
+    """The file is hostile by cost alone: Pillow decodes it, slowly (the old path did this)."""
+    data = many_scan_jpeg((4000, 4000), 400)
+    assert len(data) < 120_000
+    started = time.perf_counter()
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("RGB", (300, 300))
+        img.load()
+    pillow_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with pytest.raises(UnusableImage, match="scans"):
+        imaging.open_image(data, 40_000_000, (300, 300))
+    ours_s = time.perf_counter() - started
+    assert ours_s < 0.05 < pillow_s / 10, (ours_s, pillow_s)
+
+
+def test_thousands_of_scans_are_refused_fast_through_the_handler(handler, event):
+    data = many_scan_jpeg((6300, 6300), 5000)  # ~25 s of decoding before the fix
+    started = time.perf_counter()
+    err = assert_error(handler(raw_event(event, data), None), 422, "unprocessable_image")
+    assert time.perf_counter() - started < 1.0
+    assert f"more than {imaging.MAX_JPEG_SCANS} scans" in err["message"]
+
+
+def test_a_progressive_jpeg_at_the_scan_cap_still_decodes():
+    data = many_scan_jpeg((640, 480), imaging.MAX_JPEG_SCANS - 2)
+    assert imaging.open_image(data, 40_000_000, (300, 300)).mode == "RGB"
+
+
+def test_ordinary_progressive_and_cmyk_jpegs_pass_the_structure_check():
+    for mode in ("RGB", "L", "CMYK"):
+        data = image_bytes("JPEG", size=(400, 300), mode=mode, progressive=True)
+        imaging.check_jpeg_structure(data)
+        assert imaging.open_image(data, 40_000_000, (150, 150)).size >= (150, 150)
+
+
+def test_a_jpeg_made_of_tiny_segments_is_refused_before_pillow_parses_it():
+    data = jpeg_with_comments(2_000_000)  # 8 MB; ~2 s in Pillow's marker loop
+    started = time.perf_counter()
+    with pytest.raises(UnusableImage, match="marker segments"):
+        imaging.open_image(data, 40_000_000, (150, 150))
+    assert time.perf_counter() - started < 0.2
+    imaging.open_image(jpeg_with_comments(500), 40_000_000, (32, 32))
+
+
+def test_a_0xff_run_in_scan_data_does_not_make_the_structure_walk_quadratic():
+    data = image_bytes("JPEG", size=(64, 64))
+    sos = data.rindex(b"\xff\xda")
+    body = data[:sos + 12] + b"\xff" * 3_000_000 + b"\x00" + data[sos + 12:]
+    started = time.perf_counter()
+    imaging.check_jpeg_structure(body)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_progressive_jpeg_needing_too_much_coefficient_memory_is_refused(handler, event):
+    data = progressive_jpeg_claiming((6000, 6000))  # 36 MP 4:4:4: 206 MB of coefficients
+    err = assert_error(handler(raw_event(event, data), None), 422, "unprocessable_image")
+    assert "progressive JPEG would need" in err["message"]
+
+
+def test_a_png_of_tiny_chunks_hits_the_decode_budget(monkeypatch):
+    data = png_with_chunks(400_000)  # 4.8 MB; ~1 s in Pillow's chunk loop
+    monkeypatch.setattr(imaging, "DECODE_BUDGET_S", 0.1)
+    started = time.perf_counter()
+    with pytest.raises(UnusableImage, match="took longer than"):
+        imaging.open_image(data, 40_000_000, (32, 32))
+    assert time.perf_counter() - started < 0.5
+    monkeypatch.undo()
+    assert imaging.open_image(png_with_chunks(100), 40_000_000).size == (64, 64)
+
+
+def test_decoding_stops_at_the_request_deadline():
+    data = png_with_chunks(400_000)
+    started = time.perf_counter()
+    with pytest.raises(DeadlineExceeded) as info:
+        imaging.open_image(data, 40_000_000, (32, 32), deadline=Deadline.after(0.1))
+    assert time.perf_counter() - started < 0.5
+    assert info.value.code == "upstream_timeout" and info.value.http_status == 504
+    with pytest.raises(DeadlineExceeded):
+        imaging.open_image(image_bytes("PNG"), 40_000_000, deadline=Deadline.after(-1))
+
+
+def test_webp_over_its_own_pixel_limit_is_refused_from_the_header(handler, event):
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 4000), (10, 20, 30)).save(buf, "WEBP", quality=10)
+    err = assert_error(handler(raw_event(event, buf.getvalue(), "image/webp"), None), 422,
+                       "unprocessable_image")
+    assert "WebP limit" in err["message"]
+
+
+# ------------------------------------------------------------------ memory
+
+# VmHWM is the peak RSS of this process image; ru_maxrss would carry over the pytest
+# parent's peak across fork + exec.
+_RSS_PROBE = """
+import re, sys
+sys.path.insert(0, {root!r})
+from yogapose import imaging
+def hwm():
+    status = open("/proc/self/status").read()
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024
+data = open(sys.argv[1], "rb").read()
+base = hwm()
+img = imaging.open_image(data, 40_000_000, draft_size=(300, 300))
+print(base, hwm(), img.size[0], img.size[1], img.mode)
+"""
+SIDE = 6324  # 39,992,976 pixels: just under the 40 MP default limit
+
+
+def _save(path: Path, img: Image.Image, fmt: str, **kw) -> Path:
+    img.save(path, fmt, **kw)
+    return path
+
+
+@pytest.fixture(scope="module")
+def worst_case_files(tmp_path_factory) -> dict[str, Path]:
+    """The biggest images the limits accept, in every decoded layout (a few hundred KB each)."""
+    d = tmp_path_factory.mktemp("worst")
+    grad = np.tile(np.linspace(0, 65535, SIDE).astype(np.uint16), (SIDE, 1))
+    files = {
+        "png-16bit-grey": _save(d / "g16.png", Image.fromarray(grad), "PNG", compress_level=1),
+        "png-rgba": _save(d / "rgba.png", Image.new("RGBA", (SIDE, SIDE), (10, 20, 30, 100)), "PNG"),
+        "png-la": _save(d / "la.png", Image.new("LA", (SIDE, SIDE), (10, 100)), "PNG"),
+        "png-rgb": _save(d / "rgb.png", Image.new("RGB", (SIDE, SIDE), (10, 20, 30)), "PNG"),
+        "jpeg-progressive-420": _save(d / "p.jpg", Image.new("RGB", (SIDE, SIDE), (9, 9, 9)), "JPEG",
+                                      progressive=True, quality=30),
+        "webp-lossless-rgba": _save(d / "w.webp", Image.new("RGBA", (3600, 3600), (1, 2, 3, 4)), "WEBP",
+                                    lossless=True),
+    }
+    del grad
+    return files
+
+
+# Peak RSS of the whole probe process (Python, NumPy, Pillow: ~35 MB) while decoding. The
+# function adds its model (~110 MB peak with the shipped one), so 240 MB here keeps the
+# function under 350 MB. Before the fix: 16-bit grey 1028 MB, RGBA/LA 532 MB, RGB 341 MB.
+RSS_LIMIT = 240 * 2**20
+
+
+@pytest.mark.parametrize("name", ["png-16bit-grey", "png-rgba", "png-la", "png-rgb",
+                                  "jpeg-progressive-420", "webp-lossless-rgba"])
+def test_peak_memory_of_the_worst_accepted_images(worst_case_files, name):
+    path = worst_case_files[name]
+    assert path.stat().st_size < 2_000_000  # small files, big images
+    out = subprocess.run([sys.executable, "-c", _RSS_PROBE.format(root=str(REPO_ROOT)), str(path)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    base, peak, width, height, mode = out.stdout.split()
+    assert mode == "RGB" and min(int(width), int(height)) >= 300
+    assert int(peak) < RSS_LIMIT, f"{name}: peak RSS {int(peak) / 2**20:.0f} MB"
+
+
+def test_early_reduction_keeps_the_requested_size_and_the_result_close():
+    """Reducing before the resize changes the 150x150 input by at most a few grey levels."""
+    img = Image.radial_gradient("L").resize((1200, 900)).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    reduced = imaging.open_image(buf.getvalue(), 40_000_000, draft_size=(300, 300))
+    assert reduced.size == (400, 300)
+    full = imaging.open_image(buf.getvalue(), 40_000_000)
+    assert full.size == (1200, 900)
+    a = np.asarray(reduced.resize((150, 150), Image.Resampling.BILINEAR), dtype=np.int16)
+    b = np.asarray(full.resize((150, 150), Image.Resampling.BILINEAR), dtype=np.int16)
+    assert np.abs(a - b).max() <= 3
+
+
+# ------------------------------------------------------------------ EXIF orientation
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "I;16", "RGB", "L"])
+def test_exif_orientation_is_applied_for_every_png_colour_type(mode):
+    """Orientation 6 (rotate 90 degrees clockwise): the 40x20 picture becomes 20x40 with its
+    dark half at the top. Alpha and 16-bit PNGs used to lose the EXIF in the conversion."""
+    data = oriented_png(mode)
+    with Image.open(io.BytesIO(data)) as raw:
+        assert raw.mode == mode and raw.getexif()[0x0112] == 6
+    img = imaging.open_image(data, 40_000_000)
+    assert img.size == (20, 40)
+    arr = np.asarray(img.convert("L"), dtype=np.int16)
+    assert arr[:15].mean() < 100 < arr[25:].mean(), mode
+
+
+def test_exif_orientation_swaps_the_draft_size_of_a_sideways_jpeg():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = image_bytes("JPEG", size=(2400, 1200), exif=exif.tobytes())
+    img = imaging.open_image(data, 40_000_000, draft_size=(300, 600))
+    assert img.size[0] >= 300 and img.size[1] >= 600 and img.size[1] > img.size[0]
