@@ -14,17 +14,17 @@ from __future__ import annotations
 import functools
 from typing import Any, assert_never
 
-import numpy as np
-
-from . import __version__, b64, edge, imaging
+from . import __version__, answer, b64, edge
 from .config import Settings, load_settings
 from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError
 from .observability import RequestStats, logger, redact
+from .preprocess import Preprocessor
 from .runtime import Model
 
 SINGLE_FIELDS = ("url", "image")
 BATCH_FIELDS = ("urls", "images")
 FIELDS = SINGLE_FIELDS + BATCH_FIELDS
+DETAILS_FIELD = "details"  # opt-in detailed answer (verdict, calibrated confidence, person box)
 _ONE_OF = "send exactly one of: url, image, urls, images"
 
 
@@ -38,6 +38,7 @@ class App:
         self.labels = tuple(model.metadata.labels)
         self.prep = model.metadata.preprocessing
         self.version = model.metadata.version
+        self.preprocessor = _preprocessor(model)
 
     # ----------------------------------------------------------------- entry point
 
@@ -95,30 +96,36 @@ class App:
                 return edge.json_response(200, self.health(), headers)
             case edge.Action.PREDICT:
                 body = edge.read_body(req, self.settings.max_bytes)
+                details = edge.wants_details(req)
                 if body.image is not None:
-                    result: Any = self.classify_bytes(body.image, stats)
+                    result: Any = self.result(self.classify(body.image, stats), details)
                 else:
-                    result = self.predict_payload(body.json, stats)
+                    result = self.predict_payload(body.json, stats, details)
                 return edge.json_response(200, result, {**headers, "Server-Timing": stats.server_timing()})
         assert_never(action)
 
     # ----------------------------------------------------------------- payloads
 
-    def predict_payload(self, payload: Any, stats: RequestStats) -> dict[str, float] | list[dict]:
-        """``{"url"|"image": str}`` -> probabilities; ``{"urls"|"images": [...]}`` -> a list."""
+    def predict_payload(self, payload: Any, stats: RequestStats, details: bool = False) -> dict | list[dict]:
+        """``{"url"|"image": str}`` -> probabilities; ``{"urls"|"images": [...]}`` -> a list.
+
+        ``"details": true`` in the payload (or ``details`` from the query string) asks for
+        the detailed answer, for the one image or for every item of a batch.
+        """
         field, value = self.validate(payload)
+        details = details or payload.get(DETAILS_FIELD, False)
         if field == "url":
-            return self.classify_url(value, stats)
+            return self.classify_url(value, stats, details)
         if field == "image":
-            return self.classify_base64(value, stats, field)
+            return self.classify_base64(value, stats, field, details)
         results: list[dict] = []
         for i, item in enumerate(value):
             name = f"{field}[{i}]"
             try:
                 if field == "urls":
-                    results.append(self.classify_url(item, stats))
+                    results.append(self.classify_url(item, stats, details))
                 else:
-                    results.append(self.classify_base64(item, stats, name))
+                    results.append(self.classify_base64(item, stats, name, details))
             except PoseError as exc:
                 stats.error(exc.code)
                 results.append({"error": exc.to_dict()})
@@ -132,7 +139,7 @@ class App:
         """The one input field and its value; BadRequest naming the field otherwise."""
         if not isinstance(payload, dict):
             raise BadRequest(f"request must be a JSON object, got {edge.type_name(payload)}; {_ONE_OF}")
-        unknown = sorted(str(k) for k in payload if k not in FIELDS)
+        unknown = sorted(str(k) for k in payload if k not in FIELDS and k != DETAILS_FIELD)
         if unknown:
             raise BadRequest(f"unknown field(s) {', '.join(unknown)}; {_ONE_OF}")
         present = [k for k in FIELDS if k in payload]
@@ -140,6 +147,7 @@ class App:
             raise BadRequest(f"no input given; {_ONE_OF}")
         if len(present) > 1:
             raise BadRequest(f"fields {', '.join(present)} cannot be combined; {_ONE_OF}")
+        _check_details(payload)
         field = present[0]
         value = payload[field]
         if field in SINGLE_FIELDS:
@@ -148,6 +156,10 @@ class App:
             if not value.strip():
                 raise BadRequest(f"field {field!r} is empty")
             return field, value
+        self._validate_batch(field, value)
+        return field, value
+
+    def _validate_batch(self, field: str, value: Any) -> None:
         if not isinstance(value, list):
             raise BadRequest(f"field {field!r} must be an array of strings, got {edge.type_name(value)}")
         if not value:
@@ -158,11 +170,10 @@ class App:
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise BadRequest(f"{field}[{i}] must be a string, got {edge.type_name(item)}")
-        return field, value
 
     # ----------------------------------------------------------------- sources
 
-    def classify_url(self, url: str, stats: RequestStats) -> dict[str, float]:
+    def classify_url(self, url: str, stats: RequestStats, details: bool = False) -> dict[str, Any]:
         # Imported on first use: uploads (the web page, raw bodies, base64) never need the
         # HTTP/TLS stack, and leaving it out of the init phase saves ~35 ms of cold start.
         from .fetch import fetch
@@ -171,40 +182,46 @@ class App:
         with stats.timer("fetch"):
             fetched = fetch(url, self.settings)
         stats.bytes_fetched += fetched.bytes_read
-        return self.classify_bytes(fetched.data, stats)
+        return self.result(self.classify(fetched.data, stats), details)
 
-    def classify_base64(self, text: str, stats: RequestStats, field: str = "image") -> dict[str, float]:
+    def classify_base64(self, text: str, stats: RequestStats, field: str = "image",
+                        details: bool = False) -> dict[str, Any]:
         with stats.timer("fetch"):
             data = b64.decode_payload(text, field, self.settings.max_bytes)
-        return self.classify_bytes(data, stats)
+        return self.result(self.classify(data, stats), details)
 
-    def classify_bytes(self, data: bytes, stats: RequestStats | None = None) -> dict[str, float]:
-        """Image bytes -> ``{label: probability}`` for every label, summing to 1."""
+    def classify(self, data: bytes, stats: RequestStats | None = None) -> answer.Answer:
+        """Image bytes -> :class:`~yogapose.answer.Answer` (six probabilities + verdict).
+
+        Stages (timed): decode, detect (find the person, crop, resize), infer (scale into
+        the interpreter's input and run it).
+        """
         stats = stats if stats is not None else RequestStats()
         limit = self.settings.max_bytes
         if len(data) > limit:
             raise PayloadTooLarge(f"image is {len(data)} bytes, over the limit of {limit}")
+        pre = self.preprocessor
         with stats.timer("decode"):
-            img = imaging.load_resized(data, self.prep, self.settings.max_pixels)
+            img = pre.decode(data, self.settings.max_pixels)
+        with stats.timer("detect"):
+            framed = pre.frame(img)
         with stats.timer("infer"):
             # Scaling writes straight into the interpreter's input tensor (no temporary).
-            probs = self.model.predict_with(lambda buf: imaging.to_input_array(img, self.prep, out=buf))
-        result = self.to_result(probs)
+            raw = self.model.predict_with(lambda buf: pre.to_input(framed, out=buf))
+        result = answer.build(raw, self.metadata, framed.person_dict(), pre.detector is not None)
         stats.images += 1
-        stats.predicted[max(result, key=result.__getitem__)] += 1
+        stats.predicted[result.top] += 1
+        stats.verdicts[result.verdict] += 1
         return result
 
-    def to_result(self, probs: np.ndarray) -> dict[str, float]:
-        """Model output -> plain floats per label, renormalised in float64 to sum to 1."""
-        p = np.asarray(probs, dtype=np.float64).reshape(-1)
-        if p.shape[0] != len(self.labels) or not np.all(np.isfinite(p)):
-            raise PoseError("the model returned an invalid output")
-        np.clip(p, 0.0, None, out=p)
-        total = p.sum()
-        if total <= 0.0:
-            raise PoseError("the model returned an invalid output")
-        p /= total
-        return {label: float(v) for label, v in zip(self.labels, p)}
+    def classify_bytes(self, data: bytes, stats: RequestStats | None = None) -> dict[str, float]:
+        """Image bytes -> ``{label: probability}`` for every label, summing to 1."""
+        return self.classify(data, stats).probabilities
+
+    @staticmethod
+    def result(ans: answer.Answer, details: bool) -> dict[str, Any]:
+        """The answer's JSON: six probabilities (default) or the detailed verdict."""
+        return ans.detailed() if details else ans.probabilities
 
     # ----------------------------------------------------------------- other routes
 
@@ -223,6 +240,8 @@ class App:
                 "input_dtype": meta.input_dtype,
                 "quantization": meta.quantization,
             },
+            "person_crop": meta.preprocessing.person_crop.to_dict() if meta.preprocessing.person_crop else None,
+            "open_set": meta.open_set.to_dict() if meta.open_set else None,
             "unsure_threshold": self.settings.unsure_threshold,
             "limits": {
                 "max_image_bytes": self.settings.max_bytes,
@@ -241,12 +260,23 @@ class App:
         return edge.response(200, web.index_html(), content_type, {**headers, **page_headers})
 
 
+def _check_details(payload: dict) -> None:
+    if not isinstance(payload.get(DETAILS_FIELD, False), bool):
+        raise BadRequest(f"field {DETAILS_FIELD!r} must be true or false, got {edge.type_name(payload[DETAILS_FIELD])}")
+
+
 # --------------------------------------------------------------------------- cached app
 
 
 @functools.lru_cache(maxsize=4)
 def _model(model_path: str, num_threads: int) -> Model:
     return Model.load(model_path, num_threads=num_threads)
+
+
+@functools.lru_cache(maxsize=4)
+def _preprocessor(model: Model) -> Preprocessor:
+    """One preprocessor (person detector included) per loaded model."""
+    return Preprocessor.for_model(model.metadata.preprocessing, model.path.parent, model.num_threads)
 
 
 @functools.lru_cache(maxsize=8)

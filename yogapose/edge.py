@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +45,8 @@ IMAGE_MEDIA_TYPES = frozenset({
 _SNIFFED_MEDIA_TYPES = frozenset({"", "text/plain", "application/x-www-form-urlencoded"})
 # Room for the JSON around one base64 image in a request body.
 JSON_BODY_SLACK = 64 * 1024
+
+
 
 class Action(StrEnum):
     """What a routed HTTP request asks for; ``App`` has one responder per action."""
@@ -98,6 +100,7 @@ class HttpRequest:
     body: str | None
     is_base64: bool
     request_id: str | None = None
+    query: Mapping[str, str] = field(default_factory=dict)  # queryStringParameters
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
@@ -177,7 +180,31 @@ def parse_http(event: dict, kind: str) -> HttpRequest:
     if not isinstance(is_b64, bool):
         raise BadRequest("isBase64Encoded must be true or false")
     return HttpRequest(kind, method.upper(), path or "/", headers, body, is_b64,
-                       request_id if isinstance(request_id, str) else None)
+                       request_id if isinstance(request_id, str) else None,
+                       _query(event.get("queryStringParameters")))
+
+
+def _query(raw: Any) -> dict[str, str]:
+    """Query parameters (Lambda has already split and URL-decoded them)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def wants_details(req: HttpRequest) -> bool:
+    """``?details=1`` asks for the detailed answer (verdict, confidence, person box)."""
+    value = req.query.get("details")
+    if value is None:
+        return False
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise BadRequest(f"query parameter 'details' must be 1/true or 0/false, got {value[:40]!r}")
 
 
 def _headers(raw: Any) -> dict[str, str]:

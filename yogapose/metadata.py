@@ -129,6 +129,42 @@ class Preprocessing:
         )
 
 
+OPEN_SET_SCORES = ("max_softmax", "not_outlier", "max_logit", "energy")
+
+
+@dataclass(frozen=True)
+class OpenSet:
+    """The open-set verdict: is this one of the six poses at all?
+
+    ``score`` is computed from the model's logits divided by ``temperature`` (fitted on val
+    by minimising the negative log-likelihood, Guo et al. 2017); a photo is accepted when
+    the score reaches ``threshold`` (chosen on val so that a stated share of the real
+    in-scope photos is accepted). Scores: ``max_softmax`` = the top in-scope probability of
+    the softmax over all outputs (Hendrycks & Gimpel 2017), ``not_outlier`` = 1 - the
+    outlier output's probability, ``max_logit`` = the top in-scope logit, ``energy`` =
+    T * logsumexp of the in-scope logits / T (Liu et al. 2020).
+    """
+
+    method: str  # human-readable name of the whole method, reported by GET /health
+    score: str
+    temperature: float
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.score not in OPEN_SET_SCORES:
+            raise ValueError(f"unknown open-set score {self.score!r}; one of {OPEN_SET_SCORES}")
+        if not self.temperature > 0:
+            raise ValueError(f"open-set temperature must be > 0, got {self.temperature}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "score": self.score, "temperature": self.temperature,
+                "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OpenSet:
+        return cls(str(d["method"]), str(d["score"]), float(d["temperature"]), float(d["threshold"]))
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     name: str
@@ -140,6 +176,17 @@ class ModelMetadata:
     preprocessing: Preprocessing
     quantization: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)  # training, validation, versions...
+    # "softmax": the model outputs probabilities over ``labels``; "linear": logits, turned
+    # into probabilities by the server (with the open-set temperature, if any).
+    output_activation: str = "softmax"
+    # An extra last output trained on out-of-scope images; never part of the six-key answer.
+    outlier_label: str | None = None
+    open_set: OpenSet | None = None
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model's outputs in order: the labels, then the outlier output if any."""
+        return self.labels + ((self.outlier_label,) if self.outlier_label else ())
 
     @property
     def version(self) -> str:
@@ -154,9 +201,11 @@ class ModelMetadata:
             "sha256": self.sha256,
             "labels": list(self.labels),
             "input": {"shape": list(self.input_shape), "dtype": self.input_dtype, "layout": "NHWC"},
-            "output": {"shape": [1, len(self.labels)], "dtype": "float32", "activation": "softmax"},
+            "output": {"shape": [1, len(self.outputs)], "dtype": "float32", "activation": self.output_activation,
+                       "outlier_label": self.outlier_label},
             "preprocessing": self.preprocessing.to_dict(),
             "quantization": self.quantization,
+            "open_set": self.open_set.to_dict() if self.open_set else None,
         }
         d.update(self.extra)
         return d
@@ -166,10 +215,20 @@ class ModelMetadata:
         if d.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unsupported metadata schema_version {d.get('schema_version')!r}")
         known = {"schema_version", "name", "model_file", "sha256", "labels", "input", "output",
-                 "preprocessing", "quantization"}
+                 "preprocessing", "quantization", "open_set"}
         labels = tuple(str(x) for x in d["labels"])
         if not labels or len(set(labels)) != len(labels):
             raise ValueError("metadata labels must be non-empty and unique")
+        output = d.get("output") or {}
+        activation = str(output.get("activation", "softmax"))
+        if activation not in ("softmax", "linear"):
+            raise ValueError(f"unsupported output activation {activation!r}")
+        outlier = output.get("outlier_label")
+        if outlier is not None and str(outlier) in labels:
+            raise ValueError(f"the outlier output {outlier!r} cannot also be a label")
+        open_set = OpenSet.from_dict(d["open_set"]) if d.get("open_set") else None
+        if open_set is not None and activation != "linear":
+            raise ValueError("an open-set verdict needs a model that outputs logits (activation 'linear')")
         return cls(
             name=str(d["name"]),
             model_file=str(d["model_file"]),
@@ -180,6 +239,9 @@ class ModelMetadata:
             preprocessing=Preprocessing.from_dict(d["preprocessing"]),
             quantization=str(d.get("quantization", "float32")),
             extra={k: v for k, v in d.items() if k not in known},
+            output_activation=activation,
+            outlier_label=str(outlier) if outlier is not None else None,
+            open_set=open_set,
         )
 
 

@@ -32,7 +32,7 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 SERVICE = "yoga-pose"
 DEFAULT_NAMESPACE = "YogaPose"
-_STAGES = ("fetch", "decode", "infer")
+_STAGES = ("fetch", "decode", "detect", "infer")
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE)
 metrics = Metrics(
@@ -60,6 +60,8 @@ class RequestStats:
     bytes_fetched: int = 0
     images: int = 0
     predicted: Counter = field(default_factory=Counter)
+    # Open-set verdicts: accepted | no_person | out_of_scope (yogapose.answer.VERDICTS)
+    verdicts: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     sources: list = field(default_factory=list)  # redacted URLs, for the log line only
     started: float = field(default_factory=time.perf_counter)
@@ -146,6 +148,7 @@ def publish(stats: RequestStats, context: Any) -> None:
                 "images": stats.images,
                 "bytes_fetched": stats.bytes_fetched,
                 "predicted": dict(stats.predicted),
+                "verdicts": dict(stats.verdicts),
                 "errors": dict(stats.errors),
                 "sources": stats.sources[:16],
                 "ms": {**{k: round(v, 2) for k, v in stats.ms.items()}, "total": round(total, 2)},
@@ -164,6 +167,7 @@ def publish(stats: RequestStats, context: Any) -> None:
             metrics.add_metric(name="Images", unit=MetricUnit.Count, value=stats.images)
             metrics.add_metric(name="FetchMs", unit=MetricUnit.Milliseconds, value=stats.ms["fetch"])
             metrics.add_metric(name="DecodeMs", unit=MetricUnit.Milliseconds, value=stats.ms["decode"])
+            metrics.add_metric(name="DetectMs", unit=MetricUnit.Milliseconds, value=stats.ms["detect"])
             metrics.add_metric(name="InferMs", unit=MetricUnit.Milliseconds, value=stats.ms["infer"])
             metrics.add_metric(name="BytesFetched", unit=MetricUnit.Bytes, value=stats.bytes_fetched)
         metrics.flush_metrics()
@@ -171,6 +175,10 @@ def publish(stats: RequestStats, context: Any) -> None:
         for pose, n in stats.predicted.items():
             with single_metric(name="PredictedClass", unit=MetricUnit.Count, value=n,
                                namespace=metrics.namespace, default_dimensions={**dims, "pose": pose}):
+                pass
+        for verdict, n in stats.verdicts.items():
+            with single_metric(name="Verdicts", unit=MetricUnit.Count, value=n,
+                               namespace=metrics.namespace, default_dimensions={**dims, "verdict": verdict}):
                 pass
         for code, n in stats.errors.items():
             with single_metric(name="Errors", unit=MetricUnit.Count, value=n,

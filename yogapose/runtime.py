@@ -161,10 +161,11 @@ class Model:
                 f"metadata's {declared}"
             )
         n_out = int(np.prod(self.output_shape))
-        if n_out != len(meta.labels):
+        if n_out != len(meta.outputs):
             raise RuntimeError(
                 f"{self.path.name}: model has {n_out} outputs but the metadata lists "
                 f"{len(meta.labels)} labels"
+                + (f" plus the outlier output {meta.outlier_label!r}" if meta.outlier_label else "")
             )
 
     @property
@@ -176,7 +177,7 @@ class Model:
         return self._out_quant is not None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float input of ``input_shape`` -> float32 probabilities, shape (n_labels,)."""
+        """Float input of ``input_shape`` -> float32 outputs, shape (n_outputs,)."""
         x = np.asarray(x)
         if x.shape != self.input_shape:
             raise ValueError(f"input has shape {x.shape}, the model expects {self.input_shape}")

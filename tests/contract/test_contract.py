@@ -17,7 +17,9 @@ from tests.conftest import b64
 from yogapose.errors import BadRequest, UpstreamError
 from yogapose.metadata import load_metadata
 
-SERVER_TIMING = re.compile(r"^fetch;dur=(\d+(\.\d+)?), decode;dur=(\d+(\.\d+)?), infer;dur=(\d+(\.\d+)?)$")
+SERVER_TIMING = re.compile(
+    r"^fetch;dur=(\d+(\.\d+)?), decode;dur=(\d+(\.\d+)?), detect;dur=(\d+(\.\d+)?), infer;dur=(\d+(\.\d+)?)$"
+)
 
 
 @pytest.fixture
@@ -224,8 +226,8 @@ def test_server_timing_counts_the_fetch(handler, event, image_url, meta):
     resp = handler(ev, None)
     assert_http_ok(resp, meta)
     durations = [float(m) for m in re.findall(r"dur=([\d.]+)", resp["headers"]["Server-Timing"])]
-    assert len(durations) == 3
-    assert durations[2] > 0.0, "inference takes some time"
+    assert len(durations) == 4  # fetch, decode, detect, infer
+    assert durations[3] > 0.0, "inference takes some time"
 
 
 # ---------------------------------------------------------------- other routes
@@ -388,7 +390,7 @@ def test_unexpected_error_is_a_500_without_details_over_http(handler, event, ima
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals /var/task/yogapose/imaging.py line 1")
 
-    monkeypatch.setattr(imaging, "load_resized", broken)
+    monkeypatch.setattr(imaging, "open_image", broken)
     ev = event("function_url_post_image")
     ev["body"] = b64(images["jpeg"])
     resp = handler(ev, None)
@@ -403,7 +405,7 @@ def test_unexpected_error_in_a_direct_invoke_is_a_chained_pose_error(handler, im
     from yogapose import imaging
     from yogapose.errors import PoseError
 
-    monkeypatch.setattr(imaging, "load_resized", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(imaging, "open_image", lambda *a, **k: 1 / 0)
     with pytest.raises(PoseError, match="internal error") as info:
         handler({"image": b64(images["jpeg"])}, None)
     assert type(info.value) is PoseError

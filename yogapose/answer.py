@@ -1,0 +1,108 @@
+"""From the model's raw outputs to the answer: six probabilities and an open-set verdict.
+
+Everything here is decided by the model metadata (:class:`~yogapose.metadata.ModelMetadata`):
+the output activation, the outlier output, and the open-set score, temperature and threshold.
+Nothing else in the code base hard-codes them.
+
+* The **six-key answer** (the seed contract, unchanged): ``{label: p}`` over the six labels,
+  summing to 1 — the softmax of the six logits (divided by the temperature), or for a model
+  that outputs probabilities, those renormalised.
+* The **detailed answer** (opt-in): ``pose`` (a label, or None when the verdict rejects the
+  photo), ``confidence`` (the calibrated probability of that pose; for a rejected photo, of
+  the most likely of the six), ``reason`` (None, ``"no_person"`` or ``"out_of_scope"``),
+  ``probabilities`` (calibrated: the six sum to 1 minus the probability that the photo shows
+  none of them) and ``person`` (the crop box, or None).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import PoseError
+from .metadata import ModelMetadata
+
+ACCEPTED = "accepted"
+NO_PERSON = "no_person"
+OUT_OF_SCOPE = "out_of_scope"
+VERDICTS = (ACCEPTED, NO_PERSON, OUT_OF_SCOPE)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One classified photo, both shapes of the answer."""
+
+    probabilities: dict[str, float]  # six keys, sum 1 (the default answer)
+    calibrated: dict[str, float]  # six keys, calibrated, sum <= 1
+    pose: str | None
+    confidence: float
+    reason: str | None
+    person: dict[str, float] | None
+
+    @property
+    def verdict(self) -> str:
+        return self.reason or ACCEPTED
+
+    @property
+    def top(self) -> str:
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    def detailed(self) -> dict[str, Any]:
+        return {
+            "pose": self.pose,
+            "confidence": self.confidence,
+            "reason": self.reason,
+            "probabilities": self.calibrated,
+            "person": self.person,
+        }
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def open_set_score(logits: np.ndarray, n_labels: int, score: str, temperature: float) -> float:
+    """The open-set score of one photo's logits (``n_labels`` in-scope outputs first)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    if score == "max_softmax":
+        return float(_softmax(z)[:n_labels].max())
+    if score == "not_outlier":
+        return float(1.0 - _softmax(z)[n_labels:].sum())
+    if score == "max_logit":
+        return float(z[:n_labels].max() * temperature)
+    if score == "energy":
+        inner = z[:n_labels]
+        m = inner.max()
+        return float(temperature * (m + np.log(np.exp(inner - m).sum())))
+    raise ValueError(f"unknown open-set score {score!r}")
+
+
+def build(raw: np.ndarray, meta: ModelMetadata, person: dict[str, float] | None,
+          detector_used: bool) -> Answer:
+    """Raw model outputs -> :class:`Answer`. PoseError if the model returned garbage."""
+    out = np.asarray(raw, dtype=np.float64).reshape(-1)
+    labels = meta.labels
+    n = len(labels)
+    if out.shape[0] != len(meta.outputs) or not np.all(np.isfinite(out)):
+        raise PoseError("the model returned an invalid output")
+    if meta.output_activation == "linear":
+        temperature = meta.open_set.temperature if meta.open_set else 1.0
+        full = _softmax(out / temperature)
+    else:
+        full = np.clip(out, 0.0, None)
+        if full.sum() <= 0.0:
+            raise PoseError("the model returned an invalid output")
+        full /= full.sum()
+    six = full[:n] / max(full[:n].sum(), 1e-300)
+    probabilities = {label: float(v) for label, v in zip(labels, six, strict=True)}
+    calibrated = {label: float(v) for label, v in zip(labels, full[:n], strict=True)}
+    best = labels[int(np.argmax(six))]
+    reason = None
+    if meta.open_set is not None:
+        s = open_set_score(out, n, meta.open_set.score, meta.open_set.temperature)
+        if s < meta.open_set.threshold:
+            reason = NO_PERSON if (detector_used and person is None) else OUT_OF_SCOPE
+    return Answer(probabilities, calibrated, None if reason else best, calibrated[best], reason, person)
