@@ -41,7 +41,7 @@ class Deadline:
         return cls(math.inf)
 
     @classmethod
-    def for_invocation(cls, context: Any, default_s: float = DEFAULT_BUDGET_S,
+    def for_invocation(cls, context: Any = None, default_s: float = DEFAULT_BUDGET_S,
                        margin_s: float = MARGIN_S) -> Deadline:
         """Lambda's remaining time minus ``margin_s``; ``default_s`` without a usable context."""
         remaining = getattr(context, "get_remaining_time_in_millis", None)

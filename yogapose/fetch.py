@@ -7,10 +7,12 @@ What a caller-supplied URL is allowed to do, and why:
 * Addresses: the host is resolved once and every address vetted by ``yogapose.netguard``;
   the socket then connects to a vetted address while the Host header, TLS SNI and
   certificate check use the host name, so DNS rebinding has no window.
-* Redirects: at most ``settings.max_redirects``, each hop re-parsed and re-vetted.
+* Redirects: at most ``limits.max_redirects``, each hop re-parsed and re-vetted.
 * Time: connect and per-read timeouts plus one total deadline covering DNS, connects,
-  redirects, headers and a slow-drip body (enforced on every socket read).
-* Size: ``settings.max_bytes`` is enforced from Content-Length and again while streaming.
+  redirects, headers and a slow-drip body (enforced on every socket read): the fetch's own
+  ``fetch_deadline`` or the request's :class:`~yogapose.deadline.Deadline`, whichever is
+  sooner.
+* Size: ``limits.max_bytes`` is enforced from Content-Length and again while streaming.
 * No decompression: ``Accept-Encoding: identity`` is sent and an encoded body refused.
 * Proxy environment variables are ignored on purpose: a proxy would connect to a host we
   did not vet.
@@ -31,10 +33,12 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote, urljoin, urlsplit
 
-from . import netguard
+from . import formats, netguard
+from .config import Settings
+from .deadline import Deadline, DeadlineExceeded
 from .errors import (
     BadRequest,
     NotFound,
@@ -45,16 +49,12 @@ from .errors import (
     UpstreamTimeout,
 )
 
-if TYPE_CHECKING:
-    from .config import Settings
-
 log = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
 ALLOWED_SCHEMES = ("http", "https", "s3")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# The formats yogapose.imaging decodes, so content-negotiating CDNs do not pick AVIF/JXL.
-ACCEPT = "image/jpeg,image/png,image/webp,image/gif,image/bmp;q=0.9,*/*;q=0.5"
+ACCEPT = formats.ACCEPT
 _CHUNK = 64 * 1024
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -62,6 +62,61 @@ _PATH_SAFE = "/%!$&'()*+,;=:@-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
 # S3 bucket names as botocore accepts them (legacy names may contain upper case/underscores).
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]$")
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """What one fetch may cost (defaults: :class:`~yogapose.config.Settings`'s).
+
+    ``deadline`` is the request's: the fetch ends at it or after ``fetch_deadline``,
+    whichever comes first.
+    """
+
+    connect_timeout: float = Settings.connect_timeout
+    read_timeout: float = Settings.read_timeout
+    fetch_deadline: float = Settings.fetch_deadline
+    max_bytes: int = Settings.max_bytes
+    max_redirects: int = Settings.max_redirects
+    allow_private: bool = Settings.allow_private
+    user_agent: str = Settings.user_agent
+    deadline: Deadline | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> FetchLimits:
+        return cls(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            fetch_deadline=settings.fetch_deadline,
+            max_bytes=settings.max_bytes,
+            max_redirects=settings.max_redirects,
+            allow_private=settings.allow_private,
+            user_agent=settings.user_agent,
+            deadline=deadline,
+        )
+
+
+class _DeadlinePassed(TimeoutError):
+    """The fetch's total deadline passed (raised from our socket wrappers, so that
+    http.client and ssl hand it back to us unchanged)."""
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """When this fetch must end, and whether that is the request's deadline."""
+
+    expires: float
+    request_bound: bool
+
+    @classmethod
+    def start(cls, limits: FetchLimits) -> _Clock:
+        own = time.monotonic() + limits.fetch_deadline
+        request = limits.deadline.expires if limits.deadline is not None else float("inf")
+        return cls(min(own, request), request <= own)
+
+    def timeout(self, what: str) -> UpstreamTimeout:
+        if self.request_bound:
+            return DeadlineExceeded(f"the request ran out of time while {what}")
+        return UpstreamTimeout(f"{what} did not finish within the fetch deadline")
 
 
 @dataclass(frozen=True)
@@ -80,7 +135,8 @@ def redact_url(url: object) -> str:
     """``scheme://host[:port]/path`` for logs: no userinfo, query string or fragment."""
     if not isinstance(url, str):
         return f"<{type(url).__name__}>"
-    text = url.strip()[:MAX_URL_LENGTH]
+    # Lone surrogates ("\ud800" is valid JSON) cannot be written as UTF-8 by the log handler.
+    text = url.strip()[:MAX_URL_LENGTH].encode("utf-8", "backslashreplace").decode("utf-8")
     if text[:5].lower() == "s3://":
         return "s3://" + text[5:].split("?", 1)[0].split("#", 1)[0]
     try:
@@ -93,17 +149,24 @@ def redact_url(url: object) -> str:
     return f"{parts.scheme.lower()}://{netloc.lower()}{parts.path}"
 
 
-def fetch(source: str, settings: Settings) -> Fetched:
-    """Fetch the bytes ``source`` points at, under every limit in ``settings``.
+def fetch(source: str, limits: FetchLimits | Settings) -> Fetched:
+    """Fetch the bytes ``source`` points at, under every limit in ``limits``.
 
     Raises only :class:`yogapose.errors.PoseError` subclasses (see the module docstring
-    and the README's error table for which condition maps to which status).
+    and the README's error table for which condition maps to which status). A ``Settings``
+    is accepted as its limits without a request deadline.
     """
+    if not isinstance(limits, FetchLimits):
+        limits = FetchLimits.from_settings(limits)
     if not isinstance(source, str):
         raise BadRequest(f"url must be a string, got {type(source).__name__}")
     url = source.strip()
     if not url:
         raise BadRequest("url is empty")
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("url is not valid Unicode (it contains a lone UTF-16 surrogate)") from None
     if len(url) > MAX_URL_LENGTH:
         raise BadRequest(f"url is longer than {MAX_URL_LENGTH} characters")
     match = _SCHEME.match(url)
@@ -111,11 +174,13 @@ def fetch(source: str, settings: Settings) -> Fetched:
     if scheme not in ALLOWED_SCHEMES:
         shown = f"{scheme}:" if scheme else "a URL without scheme"
         raise TargetNotAllowed(f"only http://, https:// and s3:// URLs are allowed, got {shown}")
-    deadline = time.monotonic() + settings.fetch_deadline
+    if limits.deadline is not None:
+        limits.deadline.check(f"fetching {redact_url(url)}")
+    clock = _Clock.start(limits)
     try:
         if scheme == "s3":
-            return _fetch_s3(url, settings, deadline)
-        return _fetch_http(url, settings, deadline)
+            return _fetch_s3(url, limits, clock)
+        return _fetch_http(url, limits, clock)
     except PoseError:
         raise
     except Exception as exc:  # noqa: BLE001 - the contract is "PoseError only"
@@ -175,7 +240,7 @@ def _parse_http_url(url: str) -> _Target:
 def _remaining(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise TimeoutError("fetch deadline exceeded")
+        raise _DeadlinePassed
     return left
 
 
@@ -190,7 +255,7 @@ class _DeadlineMixin:
     def _arm(self) -> None:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError("fetch deadline exceeded")
+            raise _DeadlinePassed
         self.settimeout(left if self.op_timeout is None else min(self.op_timeout, left))  # type: ignore[attr-defined]
 
     def recv_into(self, *args: Any, **kwargs: Any) -> int:
@@ -237,12 +302,12 @@ class _PinnedConnection(http.client.HTTPConnection):
     connection goes to ``address`` and nowhere else; no second DNS lookup happens.
     """
 
-    def __init__(self, target: _Target, address: netguard.IPAddress, settings: Settings, deadline: float) -> None:
-        super().__init__(target.host, target.port, timeout=settings.read_timeout)
+    def __init__(self, target: _Target, address: netguard.IPAddress, limits: FetchLimits, deadline: float) -> None:
+        super().__init__(target.host, target.port, timeout=limits.read_timeout)
         self.default_port = 443 if target.scheme == "https" else 80
         self._target = target
         self._address = address
-        self._connect_timeout = settings.connect_timeout
+        self._connect_timeout = limits.connect_timeout
         self._deadline = deadline
 
     def connect(self) -> None:
@@ -263,11 +328,12 @@ class _PinnedConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def _open(target: _Target, addresses: list[netguard.IPAddress], settings: Settings, deadline: float) -> _PinnedConnection:
+def _open(target: _Target, addresses: list[netguard.IPAddress], limits: FetchLimits,
+          deadline: float) -> _PinnedConnection:
     """Connect to the first vetted address that answers (IPv6 may be unroutable in Lambda)."""
     last: BaseException | None = None
     for address in addresses:
-        conn = _PinnedConnection(target, address, settings, deadline)
+        conn = _PinnedConnection(target, address, limits, deadline)
         try:
             conn.connect()
             return conn
@@ -283,9 +349,9 @@ def _open(target: _Target, addresses: list[netguard.IPAddress], settings: Settin
     raise last
 
 
-def _request(conn: _PinnedConnection, target: _Target, settings: Settings) -> http.client.HTTPResponse:
+def _request(conn: _PinnedConnection, target: _Target, limits: FetchLimits) -> http.client.HTTPResponse:
     conn.putrequest("GET", target.request_target, skip_accept_encoding=True)
-    conn.putheader("User-Agent", settings.user_agent)
+    conn.putheader("User-Agent", limits.user_agent)
     conn.putheader("Accept", ACCEPT)
     conn.putheader("Accept-Encoding", "identity")
     conn.putheader("Connection", "close")
@@ -318,10 +384,10 @@ def _media_type(value: str | None) -> str | None:
     return value.split(";", 1)[0].strip().lower()[:100] or None
 
 
-def _translate(exc: BaseException, host: str, deadline: float) -> PoseError:
+def _translate(exc: BaseException, host: str, clock: _Clock) -> PoseError:
     """Map socket/TLS/http.client failures to the caller-facing error."""
-    if time.monotonic() >= deadline or "deadline" in str(exc):
-        return UpstreamTimeout(f"{host} did not deliver the image within the fetch deadline")
+    if isinstance(exc, _DeadlinePassed) or time.monotonic() >= clock.expires:
+        return clock.timeout(f"fetching the image from {host}")
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout(f"{host} timed out")
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -339,7 +405,22 @@ def _translate(exc: BaseException, host: str, deadline: float) -> PoseError:
     return UpstreamError(f"fetching from {host} failed: {type(exc).__name__}")
 
 
-def _fetch_http(url: str, settings: Settings, deadline: float) -> Fetched:
+def _redirect_target(resp: http.client.HTTPResponse, target: _Target, redirects: int, limit: int) -> str:
+    """The absolute URL a redirect points at, or UpstreamError."""
+    location = resp.getheader("Location")
+    if not location:
+        raise UpstreamError(f"image host answered {resp.status} without a Location header")
+    if redirects >= limit:
+        raise UpstreamError(f"image host redirected more than {limit} times")
+    try:  # http.client decodes headers as latin-1; servers send UTF-8
+        location = location.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        pass
+    return urljoin(target.url, location.strip())
+
+
+def _fetch_http(url: str, limits: FetchLimits, clock: _Clock) -> Fetched:
+    deadline = clock.expires
     redirects = 0
     current = url
     while True:
@@ -350,25 +431,16 @@ def _fetch_http(url: str, settings: Settings, deadline: float) -> Fetched:
                 raise
             raise UpstreamError(f"image host redirected to an invalid URL: {exc.message}") from None
         try:
-            addresses = netguard.vet_target(target.host, target.port, settings.allow_private, _remaining(deadline))
+            addresses = netguard.vet_target(target.host, target.port, limits.allow_private, _remaining(deadline))
         except TimeoutError:
-            raise UpstreamTimeout("the fetch deadline passed before the host was resolved") from None
+            raise clock.timeout(f"resolving {target.host}") from None
         conn: _PinnedConnection | None = None
         try:
-            conn = _open(target, addresses, settings, deadline)
-            resp = _request(conn, target, settings)
+            conn = _open(target, addresses, limits, deadline)
+            resp = _request(conn, target, limits)
             status = resp.status
             if status in REDIRECT_STATUSES:
-                location = resp.getheader("Location")
-                if not location:
-                    raise UpstreamError(f"image host answered {status} without a Location header")
-                if redirects >= settings.max_redirects:
-                    raise UpstreamError(f"image host redirected more than {settings.max_redirects} times")
-                try:  # http.client decodes headers as latin-1; servers send UTF-8
-                    location = location.encode("latin-1").decode("utf-8")
-                except UnicodeError:
-                    pass
-                current = urljoin(target.url, location.strip())
+                current = _redirect_target(resp, target, redirects, limits.max_redirects)
                 redirects += 1
                 log.debug("following redirect %d to %s", redirects, redact_url(current))
                 continue
@@ -381,7 +453,7 @@ def _fetch_http(url: str, settings: Settings, deadline: float) -> Fetched:
                     f"image host sent a compressed body (Content-Encoding: {encoding[:40]}) "
                     "although identity was requested"
                 )
-            data = _read_capped(resp, settings.max_bytes, target.host)
+            data = _read_capped(resp, limits.max_bytes, target.host)
             return Fetched(
                 data=data,
                 content_type=_media_type(resp.getheader("Content-Type")),
@@ -393,7 +465,7 @@ def _fetch_http(url: str, settings: Settings, deadline: float) -> Fetched:
         except PoseError:
             raise
         except Exception as exc:  # noqa: BLE001 - translated to a PoseError
-            raise _translate(exc, target.host, deadline) from None
+            raise _translate(exc, target.host, clock) from None
         finally:
             if conn is not None:
                 conn.close()
@@ -405,7 +477,7 @@ _s3_clients: dict[tuple[Any, ...], Any] = {}
 _s3_lock = threading.Lock()
 
 
-def _s3_client(settings: Settings) -> Any:
+def _s3_client(settings: FetchLimits | Settings) -> Any:
     """A cached boto3 S3 client (creating one costs ~100 ms; clients are thread-safe).
 
     Endpoint and region come from the environment the way boto3 reads them, including
@@ -463,7 +535,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _fetch_s3(uri: str, settings: Settings, deadline: float) -> Fetched:
+def _fetch_s3(uri: str, limits: FetchLimits, clock: _Clock) -> Fetched:
     bucket, key = parse_s3_uri(uri)
     shown = redact_url(uri)
     try:
@@ -472,7 +544,7 @@ def _fetch_s3(uri: str, settings: Settings, deadline: float) -> Fetched:
         raise PoseError("s3:// URIs need boto3, which is not installed") from None
 
     try:
-        client = _s3_client(settings)
+        client = _s3_client(limits)
         resp = client.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         raise _s3_error(exc, shown) from None
@@ -484,18 +556,18 @@ def _fetch_s3(uri: str, settings: Settings, deadline: float) -> Fetched:
     body = resp["Body"]
     try:
         length = resp.get("ContentLength")
-        if length is not None and length > settings.max_bytes:
-            raise PayloadTooLarge(f"image is {length} bytes, over the limit of {settings.max_bytes}")
+        if length is not None and length > limits.max_bytes:
+            raise PayloadTooLarge(f"image is {length} bytes, over the limit of {limits.max_bytes}")
         buf = bytearray()
         while True:
-            if time.monotonic() >= deadline:
-                raise UpstreamTimeout(f"reading {shown} did not finish within the fetch deadline")
-            chunk = body.read(min(_CHUNK, settings.max_bytes + 1 - len(buf)))
+            if time.monotonic() >= clock.expires:
+                raise clock.timeout(f"reading {shown}")
+            chunk = body.read(min(_CHUNK, limits.max_bytes + 1 - len(buf)))
             if not chunk:
                 break
             buf += chunk
-            if len(buf) > settings.max_bytes:
-                raise PayloadTooLarge(f"image is larger than the limit of {settings.max_bytes} bytes")
+            if len(buf) > limits.max_bytes:
+                raise PayloadTooLarge(f"image is larger than the limit of {limits.max_bytes} bytes")
     except PoseError:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore/urllib3 read errors
@@ -531,9 +603,10 @@ def _s3_error(exc: Any, shown: str) -> PoseError:
 
 
 def _s3_transport_error(exc: BaseException, shown: str) -> PoseError:
-    name = type(exc).__name__
-    if "Timeout" in name or isinstance(exc, TimeoutError):
+    from botocore.exceptions import ConnectTimeoutError, ParamValidationError, ReadTimeoutError
+
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
         return UpstreamTimeout(f"S3 timed out reading {shown}")
-    if name == "ParamValidationError":
+    if isinstance(exc, ParamValidationError):
         return BadRequest(f"invalid S3 URI {shown}")
-    return UpstreamError(f"reading {shown} from S3 failed: {name}")
+    return UpstreamError(f"reading {shown} from S3 failed: {type(exc).__name__}")
