@@ -30,6 +30,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+from .deadline import Deadline
+
 SERVICE = "yoga-pose"
 DEFAULT_NAMESPACE = "YogaPose"
 _STAGES = ("fetch", "decode", "detect", "infer")
@@ -65,6 +67,9 @@ class RequestStats:
     errors: Counter = field(default_factory=Counter)
     sources: list = field(default_factory=list)  # redacted URLs, for the log line only
     started: float = field(default_factory=time.perf_counter)
+    # The invocation's time budget (from the Lambda context): fetches, decodes and batch
+    # items stop at it, so the function always answers before Lambda's timeout.
+    deadline: Deadline = field(default_factory=Deadline.for_invocation, repr=False)
 
     def add_ms(self, stage: str, ms: float) -> None:
         self.ms[stage] = self.ms.get(stage, 0.0) + ms
@@ -113,7 +118,7 @@ def instrument(handler: Callable[[Any, RequestStats], Any]) -> Callable[[Any, An
     """
 
     def run(event: Any, context: Any) -> Any:
-        stats = RequestStats()
+        stats = RequestStats(deadline=Deadline.for_invocation(context))
         try:
             return handler(event, stats)
         except Exception as exc:
