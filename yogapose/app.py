@@ -122,6 +122,7 @@ class App:
         for i, item in enumerate(value):
             name = f"{field}[{i}]"
             try:
+                stats.deadline.check(f"{name} was processed")  # a per-item 504, not a killed invocation
                 if field == "urls":
                     results.append(self.classify_url(item, stats, details))
                 else:
@@ -176,11 +177,11 @@ class App:
     def classify_url(self, url: str, stats: RequestStats, details: bool = False) -> dict[str, Any]:
         # Imported on first use: uploads (the web page, raw bodies, base64) never need the
         # HTTP/TLS stack, and leaving it out of the init phase saves ~35 ms of cold start.
-        from .fetch import fetch
+        from .fetch import FetchLimits, fetch
 
         stats.sources.append(redact(url))
         with stats.timer("fetch"):
-            fetched = fetch(url, self.settings)
+            fetched = fetch(url, FetchLimits.from_settings(self.settings, stats.deadline))
         stats.bytes_fetched += fetched.bytes_read
         return self.result(self.classify(fetched.data, stats), details)
 
@@ -202,7 +203,7 @@ class App:
             raise PayloadTooLarge(f"image is {len(data)} bytes, over the limit of {limit}")
         pre = self.preprocessor
         with stats.timer("decode"):
-            img = pre.decode(data, self.settings.max_pixels)
+            img = pre.decode(data, self.settings.max_pixels, stats.deadline)
         with stats.timer("detect"):
             framed = pre.frame(img)
         with stats.timer("infer"):

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from . import imaging
+from .deadline import Deadline
 from .metadata import Preprocessing
 from .person import PersonBox, PersonDetector
 
@@ -41,11 +42,13 @@ class Preprocessor:
             raise ValueError("the metadata asks for a person crop but no detector was given")
         self.prep = prep
         self.detector = detector if prep.person_crop is not None else None
+        # The working size decoding reduces to (never below; jpeg_draft only says whether
+        # libjpeg's DCT scaling may be used for it): it bounds a 40 MP image's memory.
         if prep.person_crop is not None:
             side = max(prep.person_crop.decode_min_side, *prep.size)
-            self.draft_size: tuple[int, int] | None = (side, side) if prep.jpeg_draft else None
+            self.draft_size: tuple[int, int] = (side, side)
         else:
-            self.draft_size = tuple(prep.size) if prep.jpeg_draft else None  # type: ignore[assignment]
+            self.draft_size = (int(prep.size[0]), int(prep.size[1]))
 
     @classmethod
     def for_model(cls, prep: Preprocessing, model_dir: Path | str, num_threads: int = 1) -> Preprocessor:
@@ -55,10 +58,11 @@ class Preprocessor:
             return cls(prep)
         return cls(prep, PersonDetector(Path(model_dir) / crop.detector_file, crop, num_threads))
 
-    def decode(self, data: bytes, max_pixels: int) -> Image.Image:
+    def decode(self, data: bytes, max_pixels: int, deadline: Deadline | None = None) -> Image.Image:
         """Untrusted bytes -> upright RGB, at least the working size the crop needs."""
         return imaging.open_image(data, max_pixels=max_pixels, draft_size=self.draft_size,
-                                  background=self.prep.alpha_background)
+                                  background=self.prep.alpha_background, deadline=deadline,
+                                  jpeg_draft=self.prep.jpeg_draft)
 
     def frame(self, img: Image.Image) -> Framed:
         """Upright RGB -> the person's region (or the whole image) at the input size."""
