@@ -1,0 +1,202 @@
+"""The handler on the bulk event shapes, against moto's S3 server (the real S3 protocol).
+
+* Step Functions Distributed Map batches (ItemReader ``s3:listObjectsV2`` + ItemBatcher):
+  folder markers skipped, missing keys and non-images as per-item errors (never a failed
+  batch), the bucket from ``BatchInput``, one record per item in order, a spent deadline
+  reported per item.
+* S3 ObjectCreated notifications (classify on upload): URL-encoded keys decoded, the result
+  written to ``RESULTS_PREFIX<key>.json``, keys under the results prefix never classified.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.s3server import aws_env, client, moto_s3, small_jpeg
+from yogapose import batch
+from yogapose import fetch as fetch_mod
+
+pytestmark = pytest.mark.timeout(120)
+
+BUCKET = "yoga-bulk-test"
+LABELS = {"chair", "cobra", "downdog", "goddess", "tree", "warrior"}
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_s3() as url, pytest.MonkeyPatch.context() as mp:
+        aws_env(mp, url)
+        s3 = client()
+        s3.create_bucket(Bucket=BUCKET)
+        for i in range(3):
+            s3.put_object(Bucket=BUCKET, Key=f"photos/p{i}.jpg", Body=small_jpeg(i))
+        s3.put_object(Bucket=BUCKET, Key="photos/", Body=b"")  # console "Create folder"
+        s3.put_object(Bucket=BUCKET, Key="photos/notes.txt", Body=b"not an image")
+        s3.put_object(Bucket=BUCKET, Key="photos/broken.jpg", Body=b"\xff\xd8\xff\xe0 truncated")
+        s3.put_object(Bucket=BUCKET, Key="uploads/my photo (1).jpg", Body=small_jpeg(7))
+        yield url
+
+
+@pytest.fixture
+def s3_handler(handler, endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    aws_env(monkeypatch, endpoint)
+    fetch_mod.reset_s3_client()
+    yield handler
+    fetch_mod.reset_s3_client()
+
+
+def item(key: str, size: int = 1000) -> dict[str, Any]:
+    """One ItemReader item, shaped as Step Functions lists S3 objects."""
+    return {"Etag": '"0123456789abcdef0123456789abcdef"', "Key": key, "LastModified": 1764979200,
+            "Size": size, "StorageClass": "STANDARD"}
+
+
+def test_map_batch_gives_one_record_per_item_in_order(s3_handler) -> None:
+    event = {"Items": [item("photos/"), item("photos/p0.jpg"), item("photos/notes.txt"),
+                       item("photos/missing.jpg"), item("photos/broken.jpg"), item("photos/p1.jpg")],
+             "BatchInput": {"bucket": BUCKET}}
+    event["Items"][0]["Size"] = 0
+    out = s3_handler(event, None)
+    assert [r["source"] for r in out] == [f"s3://{BUCKET}/photos/{k}" for k in
+                                          ("p0.jpg", "notes.txt", "missing.jpg", "broken.jpg", "p1.jpg")]
+    ok = [r for r in out if "error" not in r]
+    assert len(ok) == 2
+    for r in ok:
+        assert set(r["probabilities"]) == LABELS
+        assert r["pose"] == max(r["probabilities"], key=r["probabilities"].get)
+        assert r["probability"] == r["probabilities"][r["pose"]]
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-9
+    errors = {r["source"].rsplit("/", 1)[1]: r["error"]["code"] for r in out if "error" in r}
+    assert set(errors) == {"notes.txt", "missing.jpg", "broken.jpg"}
+    assert errors["notes.txt"] == "unsupported_media_type" and errors["missing.jpg"] == "not_found"
+    assert errors["broken.jpg"] in ("unsupported_media_type", "unprocessable_image")
+
+
+def test_map_batch_records_match_a_direct_invoke(s3_handler) -> None:
+    out = s3_handler({"Items": [item("photos/p2.jpg")], "BatchInput": {"bucket": BUCKET}}, None)
+    direct = s3_handler({"url": f"s3://{BUCKET}/photos/p2.jpg"}, None)
+    assert out == [batch.record(f"s3://{BUCKET}/photos/p2.jpg", direct)]
+
+
+def test_a_batch_of_only_folder_markers_and_non_images_still_answers(s3_handler) -> None:
+    out = s3_handler({"Items": [item("photos/", 0), item("a/b/", 0), item("photos/notes.txt")],
+                      "BatchInput": {"bucket": BUCKET}}, None)
+    assert out == [{"source": f"s3://{BUCKET}/photos/notes.txt",
+                    "error": {"code": "unsupported_media_type", "message": out[0]["error"]["message"]}}]
+    assert s3_handler({"Items": [], "BatchInput": {"bucket": BUCKET}}, None) == []
+
+
+@pytest.mark.parametrize("event", [
+    {"Items": [item("photos/p0.jpg")], "BatchInput": {}},
+    {"Items": [item("photos/p0.jpg")], "BatchInput": {"bucket": ""}},
+    {"Items": [item("photos/p0.jpg")], "BatchInput": {"bucket": BUCKET, "details": "yes"}},
+    {"Items": "photos/p0.jpg", "BatchInput": {"bucket": BUCKET}},
+    {"Items": [item("photos/p0.jpg")]},
+])
+def test_a_malformed_batch_event_is_a_bad_request(s3_handler, event) -> None:
+    from yogapose.errors import BadRequest
+
+    with pytest.raises(BadRequest):
+        s3_handler(event, None)
+
+
+def test_items_without_a_key_get_an_error_record(s3_handler) -> None:
+    out = s3_handler({"Items": [{"Size": 3}, item("photos/p0.jpg")], "BatchInput": {"bucket": BUCKET}}, None)
+    assert out[0]["error"]["code"] == "bad_request" and "error" not in out[1]
+
+
+def test_a_spent_deadline_reports_the_items_not_started(make_app, endpoint, monkeypatch) -> None:
+    aws_env(monkeypatch, endpoint)
+    fetch_mod.reset_s3_client()
+
+    class TwoItems:
+        """Time runs out after two items were started."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def expired(self) -> bool:
+            self.calls += 1
+            return self.calls > 2
+
+    from yogapose.observability import RequestStats
+
+    event = {"Items": [item(f"photos/p{i}.jpg") for i in range(3)] + [item("photos/p0.jpg")],
+             "BatchInput": {"bucket": BUCKET}}
+    out = batch.map_batch(make_app(), event, RequestStats(), TwoItems())
+    assert ["error" in r for r in out] == [False, False, True, True]
+    assert {r["error"]["code"] for r in out[2:]} == {"upstream_timeout"}
+    assert "ran out of time" in out[2]["error"]["message"]
+
+
+# ------------------------------------------------------------------------ S3 notifications
+
+
+def s3_event(key: str, bucket: str = BUCKET, name: str = "ObjectCreated:Put") -> dict:
+    """An S3 notification as S3 sends it: the key URL-encoded (spaces as '+')."""
+    from urllib.parse import quote_plus
+
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-12-06T12:00:00.000Z", "eventName": name,
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "classify",
+               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": quote_plus(key, safe="/"), "size": 1234, "eTag": "abc",
+                          "sequencer": "0A1B2C3D4E5F678901"}},
+    }]}
+
+
+def test_an_upload_is_classified_and_its_result_written_under_the_results_prefix(s3_handler) -> None:
+    event = s3_event("uploads/my photo (1).jpg")
+    assert "my+photo+%281%29.jpg" in event["Records"][0]["s3"]["object"]["key"]
+    written = s3_handler(event, None)
+    result_key = "results/uploads/my photo (1).jpg.json"
+    assert written == [{"source": f"s3://{BUCKET}/uploads/my photo (1).jpg",
+                        "result": f"s3://{BUCKET}/{result_key}"}]
+    obj = client().get_object(Bucket=BUCKET, Key=result_key)
+    assert obj["ContentType"] == "application/json"
+    rec = json.loads(obj["Body"].read())
+    direct = s3_handler({"url": f"s3://{BUCKET}/uploads/my photo (1).jpg"}, None)
+    assert rec == batch.record(f"s3://{BUCKET}/uploads/my photo (1).jpg", direct)
+
+
+def test_results_never_trigger_again_and_failures_are_written_too(s3_handler, monkeypatch) -> None:
+    s3 = client()
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    # A result file landing in the bucket (or anything under the prefix) is not classified.
+    assert s3_handler(s3_event("results/uploads/a.jpg.json"), None) == []
+    assert s3_handler(s3_event("results/x.jpg"), None) == []
+    assert s3_handler(s3_event("uploads/gone.jpg", name="ObjectRemoved:Delete"), None) == []
+    after = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert after == before
+    # A broken upload still gets a result: its error record.
+    s3.put_object(Bucket=BUCKET, Key="uploads/notes.txt", Body=b"text")
+    s3_handler(s3_event("uploads/notes.txt"), None)
+    rec = json.loads(s3.get_object(Bucket=BUCKET, Key="results/uploads/notes.txt.json")["Body"].read())
+    assert rec["error"]["code"] == "unsupported_media_type"
+    # Another prefix from the environment (RESULTS_PREFIX) is honoured.
+    monkeypatch.setenv("RESULTS_PREFIX", "out/")
+    s3_handler(s3_event("uploads/my photo (1).jpg"), None)
+    assert "error" not in json.loads(
+        s3.get_object(Bucket=BUCKET, Key="out/uploads/my photo (1).jpg.json")["Body"].read())
+    assert s3_handler(s3_event("out/uploads/my photo (1).jpg.json"), None) == []
+
+
+def test_a_result_that_cannot_be_written_fails_the_invocation_for_a_retry(s3_handler) -> None:
+    from yogapose.errors import PoseError
+
+    # The upload's bucket exists only in the event: reading fails (a not_found record) and
+    # writing the record fails too, which must surface so S3's async retry runs it again.
+    with pytest.raises(PoseError, match="could not write 1 result"):
+        s3_handler(s3_event("uploads/p.jpg", bucket="no-such-bucket-anywhere"), None)
+
+
+def test_a_malformed_notification_is_a_bad_request(s3_handler) -> None:
+    from yogapose.errors import BadRequest
+
+    with pytest.raises(BadRequest):
+        s3_handler({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {}}}]}, None)
