@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import b64, image_bytes
+from tests.contract.test_hostile import jpeg_with_comments, many_scan_jpeg, progressive_jpeg_claiming
 from yogapose.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -31,6 +32,7 @@ from yogapose.errors import (
 )
 
 OK = "ok"
+OK_BATCH_ERRORS = "ok-batch-errors"  # a batch answer whose items are all errors (none internal)
 TEN_MB = 10 * 1024 * 1024
 
 
@@ -146,6 +148,8 @@ CASES = [
     Case("direct-url-404", lambda c: {"url": c.url("missing.jpg")}, UpstreamError),
     Case("direct-url-html-page", lambda c: {"url": c.url("page.html")}, UnsupportedImage),
     Case("direct-url-empty-file", lambda c: {"url": c.url("empty.jpg")}, UnsupportedImage),
+    Case("direct-url-lone-surrogate", lambda c: {"url": "https://example.com/\ud800.jpg"}, BadRequest),
+    Case("direct-urls-lone-surrogate-item", lambda c: {"urls": ["\udfff"]}, OK_BATCH_ERRORS),
     # --- image payloads, direct
     Case("direct-svg", lambda c: {"image": b64(SVG)}, UnsupportedImage),
     Case("direct-html", lambda c: {"image": b64(HTML)}, UnsupportedImage),
@@ -184,6 +188,7 @@ CASES = [
     Case("http-private-url-by-default", lambda c: c.http_json({"url": "http://10.0.0.1/pose.jpg"}), 403,
          env={"ALLOW_PRIVATE_URLS": "false"}),
     Case("http-upstream-404", lambda c: c.http_json({"url": c.url("missing.jpg")}), 502),
+    Case("http-json-url-lone-surrogate", lambda c: c.http(body='{"url": "https://example.com/\\ud800"}'), 400),
     # --- wrong media
     Case("http-zero-byte-jpeg", lambda c: c.raw(b"", "image/jpeg"), 415),
     Case("http-svg-content-type", lambda c: c.raw(SVG, "image/svg+xml"), 415),
@@ -199,6 +204,10 @@ CASES = [
     Case("http-png-bomb", lambda c: c.raw(png_with_declared_size(100_000, 100_000), "image/png"), 422),
     Case("http-gif-bomb", lambda c: c.raw(gif_with_declared_size(65_535, 65_535), "image/gif"), 422),
     Case("http-truncated-jpeg", lambda c: c.raw(c.images["jpeg_big"][:3000], "image/jpeg"), 422),
+    Case("http-jpeg-thousands-of-scans", lambda c: c.raw(many_scan_jpeg((2000, 2000), 1000), "image/jpeg"), 422),
+    Case("http-jpeg-tiny-segments", lambda c: c.raw(jpeg_with_comments(100_000), "image/jpeg"), 422),
+    Case("http-progressive-jpeg-coefficient-bomb",
+         lambda c: c.raw(progressive_jpeg_claiming((6000, 6000)), "image/jpeg"), 422),
     Case("http-16bit-png", lambda c: c.raw("png16", "image/png"), 200),
     Case("http-cmyk-jpeg", lambda c: c.raw("cmyk_jpeg", "image/jpeg"), 200),
     Case("http-animated-gif", lambda c: c.raw("gif_animated", "image/gif"), 200),
@@ -234,6 +243,11 @@ def check(case: Case, handler, ctx: Ctx, monkeypatch) -> None:
         if case.expect == OK:
             result = handler(ev, None)
             assert sum(result.values()) == pytest.approx(1.0) and len(result) == 6
+            return
+        if case.expect == OK_BATCH_ERRORS:
+            result = handler(ev, None)
+            assert result and all(set(r) == {"error"} for r in result), result
+            assert all(r["error"]["code"] not in ("internal_error", "upstream_error") for r in result)
             return
         with pytest.raises(PoseError) as info:
             handler(ev, None)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -22,10 +24,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from localtools.context import LambdaContext
 from tests.conftest import REPO_ROOT, b64, image_bytes
 from yogapose import imaging
-from yogapose.deadline import Deadline, DeadlineExceeded
-from yogapose.errors import UnusableImage
+from yogapose.deadline import DEFAULT_BUDGET_S, MARGIN_S, Deadline, DeadlineExceeded
+from yogapose.errors import BadRequest, UnusableImage, UpstreamTimeout
+from yogapose.fetch import FetchLimits, fetch
+from yogapose.observability import logger
 
 # ------------------------------------------------------------------ crafted files
 
@@ -315,3 +320,113 @@ def test_exif_orientation_swaps_the_draft_size_of_a_sideways_jpeg():
     data = image_bytes("JPEG", size=(2400, 1200), exif=exif.tobytes())
     img = imaging.open_image(data, 40_000_000, draft_size=(300, 600))
     assert img.size[0] >= 300 and img.size[1] >= 600 and img.size[1] > img.size[0]
+
+
+# ------------------------------------------------------------------ request deadline
+
+
+class SilentServer:
+    """Loopback TCP server that accepts connections and never answers (a slow image host)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        for conn in self.conns:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def silent_server():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def test_a_batch_of_slow_urls_answers_before_lambdas_timeout(handler, silent_server):
+    """Three hosts that never answer, 3 s left in the invocation: each fetch alone may take
+    5 s (read timeout) and 10 s (fetch deadline), so without one deadline per request the
+    batch took 15 s and Lambda killed it without an answer."""
+    context = LambdaContext(timeout_s=3.0)
+    started = time.monotonic()
+    out = handler({"urls": [silent_server.url(f"p{i}.jpg") for i in range(3)]}, context)
+    took = time.monotonic() - started
+    assert took < 3.0 - 0.5, f"answered after {took:.2f} s"
+    assert [item["error"]["code"] for item in out] == ["upstream_timeout"] * 3
+    assert all("ran out of time" in item["error"]["message"] for item in out)
+
+
+def test_the_deadline_comes_from_the_context_minus_a_margin():
+    context = LambdaContext(timeout_s=10.0)
+    assert 10.0 - MARGIN_S - 0.2 < Deadline.for_invocation(context).remaining() <= 10.0 - MARGIN_S
+    assert Deadline.for_invocation(LambdaContext(timeout_s=0.5)).expired()
+    assert Deadline.for_invocation(None).remaining() == pytest.approx(DEFAULT_BUDGET_S, abs=0.2)
+
+
+def test_the_request_deadline_cuts_one_fetch_short(silent_server):
+    limits = FetchLimits(allow_private=True, deadline=Deadline.after(0.4))
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="ran out of time"):
+        fetch(silent_server.url("a.jpg"), limits)
+    assert time.monotonic() - started < 1.0
+    # The fetch's own, shorter deadline is a plain upstream timeout.
+    limits = FetchLimits(allow_private=True, fetch_deadline=0.3, deadline=Deadline.after(30))
+    with pytest.raises(UpstreamTimeout) as info:
+        fetch(silent_server.url("b.jpg"), limits)
+    assert type(info.value) is UpstreamTimeout and "fetch deadline" in info.value.message
+
+
+def test_an_http_request_over_the_deadline_is_a_504_json(handler, event, silent_server):
+    ev = event("function_url_post_json")
+    ev["body"] = json.dumps({"url": silent_server.url("x.jpg")})
+    started = time.monotonic()
+    resp = handler(ev, LambdaContext(timeout_s=2.0))
+    assert time.monotonic() - started < 1.5
+    assert_error(resp, 504, "upstream_timeout")
+
+
+# ------------------------------------------------------------------ lone surrogates
+
+
+def test_a_lone_surrogate_in_a_url_is_a_400_and_keeps_the_log_line(handler, event, capfd):
+    """``"\\ud800"`` is valid JSON but not encodable: it used to reach the URL quoting (a 502)
+    and then break the UTF-8 log stream, so the request's summary line was lost."""
+    with pytest.raises(BadRequest, match="surrogate"):
+        handler({"url": "http://example.com/\ud800.jpg"}, None)
+    assert handler({"urls": ["\ud800"]}, None)[0]["error"]["code"] == "bad_request"
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")  # as Lambda's stdout
+    log_handler = logger.registered_handler
+    previous = log_handler.setStream(stream)
+    try:
+        ev = event("function_url_post_json")
+        ev["body"] = '{"url": "https://example.com/\\ud800"}'  # valid JSON any client can send
+        assert_error(handler(ev, None), 400, "bad_request")
+    finally:
+        log_handler.setStream(previous)
+    stream.flush()
+    lines = [json.loads(line) for line in stream.buffer.getvalue().decode().splitlines()]
+    done = [line for line in lines if line.get("message") == "request done"]
+    assert len(done) == 1 and done[0]["status"] == 400, lines
+    assert "Logging error" not in capfd.readouterr().err
