@@ -1,0 +1,223 @@
+"""yogapose.person without MediaPipe: the anchor layout, letterboxing, decoding, weighted NMS,
+the person region and windows, and the real detector on a real photo and a blank one.
+
+(The agreement with MediaPipe's own pipeline is tests/system/test_person_mediapipe.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from yogapose.metadata import PersonCrop
+from yogapose.person import (
+    INPUT_SIZE,
+    NUM_ANCHORS,
+    PersonDetector,
+    decode,
+    letterbox,
+    person_region,
+    ssd_anchors,
+    tiles,
+    unletterbox,
+    weighted_nms,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+DETECTOR = REPO / "model" / PersonCrop().detector_file
+
+
+# --- anchors --------------------------------------------------------------------------------
+
+def test_anchor_layout_is_mediapipes():
+    """28x28x2 (stride 8), 14x14x2 (stride 16), 7x7x6 (three stride-32 layers share a grid),
+    row-major, each cell's anchors consecutive: the order of the detector's 2,254 outputs."""
+    a = ssd_anchors()
+    assert a.shape == (NUM_ANCHORS, 2) == (28 * 28 * 2 + 14 * 14 * 2 + 7 * 7 * 6, 2)
+    np.testing.assert_allclose(a[0], (0.5 / 28, 0.5 / 28))
+    np.testing.assert_allclose(a[1], (0.5 / 28, 0.5 / 28))
+    np.testing.assert_allclose(a[2], (1.5 / 28, 0.5 / 28))  # x runs first
+    np.testing.assert_allclose(a[2 * 28], (0.5 / 28, 1.5 / 28))
+    np.testing.assert_allclose(a[1567], (27.5 / 28, 27.5 / 28))
+    np.testing.assert_allclose(a[1568], (0.5 / 14, 0.5 / 14))
+    np.testing.assert_allclose(a[1960:1966], np.tile((0.5 / 7, 0.5 / 7), (6, 1)))
+    np.testing.assert_allclose(a[1966], (1.5 / 7, 0.5 / 7))
+    np.testing.assert_allclose(a[-1], (6.5 / 7, 6.5 / 7))
+    assert a.dtype == np.float32
+
+
+# --- letterbox ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(300, 150), (150, 300), (224, 224), (1000, 999), (7, 500)])
+def test_letterbox_keeps_aspect_and_round_trips(size):
+    w, h = size
+    img = Image.new("RGB", size, (255, 255, 255))
+    x, pad = letterbox(img)
+    assert x.shape == (1, INPUT_SIZE, INPUT_SIZE, 3) and x.dtype == np.float32
+    left, top, right, bottom = pad
+    # the image is where the padding says, white (1.0); the border is black (-1.0)
+    rows = np.flatnonzero(x[0, :, :, 0].max(axis=1) > 0)
+    cols = np.flatnonzero(x[0, :, :, 0].max(axis=0) > 0)
+    assert rows[0] == round(top * INPUT_SIZE) and rows[-1] + 1 == round((1 - bottom) * INPUT_SIZE)
+    assert cols[0] == round(left * INPUT_SIZE) and cols[-1] + 1 == round((1 - right) * INPUT_SIZE)
+    assert x.max() == 1.0 and x.min() == (-1.0 if left + right + top + bottom > 0 else 1.0)
+    # the long side fills the input
+    assert min(left + right, top + bottom) == 0.0
+    inner_w, inner_h = (1 - left - right) * INPUT_SIZE, (1 - top - bottom) * INPUT_SIZE
+    assert inner_w / inner_h == pytest.approx(w / h, rel=0.02 + 2 / min(inner_w, inner_h))
+    # a point in the original -> letterboxed -> back
+    pts = np.asarray([0.0, 0.0, 1.0, 1.0, 0.25, 0.75, 0.6, 0.1], np.float32)
+    boxed = pts.copy()
+    boxed[0::2] = left + pts[0::2] * (1 - left - right)
+    boxed[1::2] = top + pts[1::2] * (1 - top - bottom)
+    np.testing.assert_allclose(unletterbox(boxed, pad), pts, atol=1e-5)
+
+
+def test_letterbox_scales_pixels_to_minus_one_one():
+    img = Image.new("RGB", (INPUT_SIZE, INPUT_SIZE), (0, 255, 51))
+    x, pad = letterbox(img)
+    assert pad == (0.0, 0.0, 0.0, 0.0)
+    np.testing.assert_allclose(x[0, 100, 100], (-1.0, 1.0, 51 / 127.5 - 1), atol=1e-6)
+
+
+def test_a_dot_lands_where_unletterbox_says():
+    """A bright pixel in a 400x200 photo, found in the tensor and mapped back."""
+    img = Image.new("RGB", (400, 200))
+    img.putpixel((300, 50), (255, 255, 255))
+    img.putpixel((301, 50), (255, 255, 255))
+    img.putpixel((300, 51), (255, 255, 255))
+    img.putpixel((301, 51), (255, 255, 255))
+    x, pad = letterbox(img)
+    y, xx = np.unravel_index(np.argmax(x[0, :, :, 0]), x.shape[1:3])
+    back = unletterbox(np.asarray([(xx + 0.5) / INPUT_SIZE, (y + 0.5) / INPUT_SIZE], np.float32), pad)
+    np.testing.assert_allclose(back * (400, 200), (301, 51), atol=400 / INPUT_SIZE)
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+def test_decode_offsets_by_the_anchor_and_keeps_only_confident_anchors():
+    anchors = ssd_anchors()
+    raw = np.zeros((1, NUM_ANCHORS, 12), np.float32)
+    logits = np.full((1, NUM_ANCHORS, 1), -1e4, np.float32)  # clipped to -100: score 0, no warning
+    i = 1970  # a stride-32 anchor
+    logits[0, i, 0] = 2.0
+    logits[0, 5, 0] = -0.1  # sigmoid 0.475: under the 0.5 threshold
+    raw[0, i] = [11.2, -22.4, 44.8, 89.6, 0, 0, 22.4, 22.4, -22.4, 0, 0, 0]  # pixels of the 224 input
+    with np.errstate(all="raise"):
+        scores, coords = decode(raw, logits, anchors, 0.5)
+    assert scores.shape == (1,) and coords.shape == (1, 12)
+    assert scores[0] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    cx, cy = anchors[i] + (0.05, -0.1)
+    np.testing.assert_allclose(coords[0, :4], (cx - 0.1, cy - 0.2, cx + 0.1, cy + 0.2), atol=1e-6)
+    np.testing.assert_allclose(coords[0, 4:6], anchors[i], atol=1e-6)
+    np.testing.assert_allclose(coords[0, 6:8], anchors[i] + 0.1, atol=1e-6)
+    np.testing.assert_allclose(coords[0, 8:10], anchors[i] + (-0.1, 0), atol=1e-6)
+
+
+def test_decode_with_nobody_returns_empty_arrays():
+    scores, coords = decode(np.zeros((1, NUM_ANCHORS, 12)), np.full((1, NUM_ANCHORS, 1), -5.0),
+                            ssd_anchors(), 0.5)
+    assert scores.shape == (0,) and coords.shape == (0, 12)
+
+
+# --- weighted NMS ---------------------------------------------------------------------------
+
+def _det(x0, y0, x1, y1, k=0.0):
+    return [x0, y0, x1, y1, *([k] * 8)]
+
+
+def test_weighted_nms_averages_each_cluster_by_score():
+    coords = np.asarray([
+        _det(0.10, 0.10, 0.50, 0.50, k=1.0),   # cluster A, best
+        _det(0.12, 0.10, 0.52, 0.50, k=2.0),   # A (IoU ~0.9)
+        _det(0.60, 0.60, 0.90, 0.90, k=5.0),   # cluster B, alone
+        _det(0.30, 0.30, 0.70, 0.70, k=9.0),   # overlaps A by IoU ~0.14 < 0.3: its own
+    ], np.float32)
+    scores = np.asarray([0.9, 0.6, 0.7, 0.55], np.float32)
+    out = weighted_nms(scores, coords, 0.3)
+    assert [round(s, 2) for s, _ in out] == [0.9, 0.7, 0.55]  # best first, cluster keeps its best
+    a = out[0][1]
+    np.testing.assert_allclose(a[0], (0.9 * 0.10 + 0.6 * 0.12) / 1.5, atol=1e-6)
+    np.testing.assert_allclose(a[4:], (0.9 * 1.0 + 0.6 * 2.0) / 1.5, atol=1e-6)
+    np.testing.assert_allclose(out[1][1], coords[2])
+    np.testing.assert_allclose(out[2][1], coords[3])
+
+
+def test_weighted_nms_chains_do_not_merge_through_the_middle():
+    """Suppression is relative to each cluster's best box: C overlaps B, B overlaps A, but C
+    does not overlap A enough, so once B is absorbed by A, C survives on its own."""
+    coords = np.asarray([_det(0.0, 0, 0.4, 1), _det(0.1, 0, 0.5, 1), _det(0.25, 0, 0.65, 1)], np.float32)
+    out = weighted_nms(np.asarray([0.9, 0.8, 0.7], np.float32), coords, 0.3)
+    assert len(out) == 2
+    np.testing.assert_allclose(out[1][1], coords[2])
+
+
+def test_weighted_nms_of_nothing():
+    assert weighted_nms(np.empty(0, np.float32), np.empty((0, 12), np.float32), 0.3) == []
+
+
+# --- region and windows ---------------------------------------------------------------------
+
+def test_person_region_is_the_scaled_body_circle_square():
+    kp = np.asarray([[200.0, 150.0], [200.0, 110.0], [0, 0], [0, 0]])  # radius 40
+    r = person_region(kp, 0.8, 400, 300, 1.25)
+    assert (r.left, r.top, r.right, r.bottom, r.score) == (150, 100, 250, 200, 0.8)
+
+
+def test_person_region_is_clipped_to_the_image():
+    kp = np.asarray([[10.2, 290.0], [10.2, 240.0], [0, 0], [0, 0]])  # radius 50 -> half side 62.5
+    r = person_region(kp, 0.9, 400, 300, 1.25)
+    assert (r.left, r.top, r.right, r.bottom) == (0, 227, 73, 300)
+    whole = person_region(np.asarray([[200.0, 150.0], [200.0, -850.0], [0, 0], [0, 0]]), 0.9, 400, 300, 1.25)
+    assert (whole.left, whole.top, whole.right, whole.bottom) == (0, 0, 400, 300)
+    d = whole.to_dict(400, 300)
+    assert d == {"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0, "score": 0.9}
+
+
+@pytest.mark.parametrize("size", [(1200, 900), (900, 1200), (400, 400), (1001, 333)])
+def test_tiles_cover_the_image_with_flush_edges(size):
+    w, h = size
+    windows = tiles(w, h, 0.75, 0.5)
+    side = int(min(w, h) * 0.75)
+    covered = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in windows:
+        assert x1 - x0 == side == y1 - y0
+        assert 0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    assert len(set(windows)) == len(windows)
+
+
+# --- the real detector ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def detector() -> PersonDetector:
+    if not DETECTOR.exists():
+        pytest.skip(f"{DETECTOR.relative_to(REPO)} is not extracted (bash .ci/setup extracts it)")
+    return PersonDetector(DETECTOR, PersonCrop())
+
+
+def test_detector_rejects_a_file_with_another_hash(tmp_path):
+    fake = tmp_path / "pose_detection.tflite"
+    fake.write_bytes(b"not the detector")
+    with pytest.raises(RuntimeError, match="sha256"):
+        PersonDetector(fake, PersonCrop())
+
+
+def test_real_photo_gives_a_person_and_a_blank_image_none(detector, shared_dir):
+    path = sorted((shared_dir / "data" / "yoga" / "val" / "warrior").glob("*.jpg"))[0]
+    with Image.open(path) as im:
+        img = ImageOps.exif_transpose(im).convert("RGB")
+    box = detector.find_person(img)
+    assert box is not None, path
+    w, h = img.size
+    assert 0 <= box.left < box.right <= w and 0 <= box.top < box.bottom <= h
+    assert 0.5 <= box.score <= 1.0
+    # the body is most of a tightly framed yoga photo
+    assert (box.right - box.left) * (box.bottom - box.top) >= 0.2 * w * h
+    for blank in (Image.new("RGB", (640, 480)), Image.new("RGB", (300, 300), (255, 255, 255))):
+        assert detector.detect(blank) == []
+        assert detector.find_person(blank) is None  # the 640x480 one also tries the windows
