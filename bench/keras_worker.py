@@ -1,8 +1,8 @@
 """Bench worker for plain Keras/TensorFlow: what a user might serve with instead of TFLite.
 
-Runs with a Python that has TensorFlow (the training venv):
+Runs with a Python that has TensorFlow (the project venv after ``.ci/setup --dev``):
 
-    /work/venv-train/bin/python bench/keras_worker.py '<json config>'
+    .venv/bin/python bench/keras_worker.py '<json config>'
 
 Serving path: ``keras.utils.load_img`` on the bytes (Pillow, resized with the model's
 interpolation) -> ``img_to_array`` -> Xception ``preprocess_input`` -> ``model(x)``.
@@ -51,7 +51,7 @@ def main() -> int:
                                    interpolation=interpolation)
         x = preprocess_input(keras.utils.img_to_array(img)[None])
         probs = np.asarray(model(x, training=False))[0]
-        return dict(zip(labels, probs.tolist()))
+        return dict(zip(labels, probs.tolist(), strict=True))
 
     def handler_b64(event) -> dict:
         return predict_bytes(base64.b64decode(event["image"]))

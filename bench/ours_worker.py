@@ -30,38 +30,20 @@ import wcommon
 
 from localtools.context import LambdaContext
 
+KIND = "lambda_function"
+
 
 def import_handler(task_root: str = REPO):
-    """-> (module, kind). Falls back to bench/shim.py only if lambda_function.py is absent.
+    """Import ``lambda_function`` (model load + warm-up happen here, as in a cold start).
 
     ``task_root`` may point at a copy of the deployable code (lambda_function.py +
     yogapose/) to import it from there, e.g. without its ``__pycache__``.
     """
-    if os.path.exists(os.path.join(task_root, "lambda_function.py")):
-        if task_root != REPO:
-            sys.path.insert(0, task_root)
-        import lambda_function
+    if task_root != REPO:
+        sys.path.insert(0, task_root)
+    import lambda_function
 
-        return lambda_function, "lambda_function"
-    from bench import shim
-
-    return shim, "shim"
-
-
-def bytes_entry(mod):
-    """The app-level 'bytes in, probabilities out' function, if the stack exposes one."""
-    candidates = [(mod, "predict_bytes")]
-    try:
-        from yogapose import app
-
-        candidates += [(app, n) for n in ("predict_bytes", "classify_bytes", "predict_image_bytes")]
-    except ImportError:
-        pass  # no app module: the handler-level figures still stand
-    for obj, name in candidates:
-        fn = getattr(obj, name, None)
-        if callable(fn):
-            return fn, f"{getattr(obj, '__name__', '?')}.{name}"
-    return None, None
+    return lambda_function
 
 
 def infer_only(model_path: str, threads: int, x, runs: int, budget: float) -> list:
@@ -178,19 +160,20 @@ def main() -> int:
                         memory_limit_in_mb=1769)
 
     t0 = time.perf_counter()
-    mod, kind = import_handler(cfg.get("task_root") or REPO)
+    mod = import_handler(cfg.get("task_root") or REPO)
     t_import = time.perf_counter() - t0
 
     def handler_b64(event):
         return mod.lambda_handler(event, ctx)
 
     if cfg["mode"] == "cold":
-        return wcommon.emit_cold(kind, t_import, handler_b64, events[os.path.basename(cfg["images"][0])])
+        return wcommon.emit_cold(KIND, t_import, handler_b64, events[os.path.basename(cfg["images"][0])])
 
     runs, budget = cfg["runs"], cfg["budget_s"]
-    fn_bytes, bytes_name = bytes_entry(mod)
-    out = {"kind": kind, "import_s": t_import, "bytes_entry": bytes_name,
-           "images": wcommon.warm_images(images, events, handler_b64, fn_bytes, runs, budget)}
+    from yogapose.app import predict_bytes  # bytes in, probabilities out: no base64, no event
+
+    out = {"kind": KIND, "import_s": t_import, "bytes_entry": "yogapose.app.predict_bytes",
+           "images": wcommon.warm_images(images, events, handler_b64, predict_bytes, runs, budget)}
     out["rss"] = wcommon.peak_rss_mb()  # serving peak, before the extra interpreter below
 
     from yogapose.config import load_settings

@@ -51,7 +51,7 @@ class ReferenceStack:
         self.interpreter.set_tensor(self.input_index, x)
         self.interpreter.invoke()
         preds = self.interpreter.get_tensor(self.output_index)
-        return dict(zip(self.classes, preds[0].tolist()))
+        return dict(zip(self.classes, preds[0].tolist(), strict=True))
 
     def handler_b64(self, event) -> dict:
         """The same, for a direct ``{"image": <b64>}`` event (the original took URLs only)."""
@@ -153,7 +153,8 @@ def main() -> int:
             "decode_resize": wcommon.summarize(wcommon.timeit(
                 lambda d=data: pre.resize_image(Image.open(BytesIO(d))), st_runs, 1.0, min_runs=3)),
             "to_tensor": wcommon.summarize(wcommon.timeit(
-                lambda i=small: pre.preprocess(np.expand_dims(pre.image_to_array(i), axis=0)), st_runs, 1.0, min_runs=3)),
+                lambda i=small: pre.preprocess(np.expand_dims(pre.image_to_array(i), axis=0)), st_runs, 1.0,
+                min_runs=3)),
         }
 
     x = stack.preprocessor.convert_to_tensor(Image.open(BytesIO(next(iter(images.values())))))

@@ -6,6 +6,7 @@ tflite-runtime has no wheels for Python >= 3.12 and breaks on numpy 2, hence Pyt
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,14 +14,29 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REF_VENV = HERE / ".ref-venv"
 REF_PACKAGES = ("tflite-runtime==2.14.0", "keras-image-helper==0.0.1", "numpy<2", "pillow")
-PY311_CANDIDATES = ("/root/.pyenv/versions/3.11.7/bin/python3.11", "python3.11")
+
+
+def _is_py311(python: str) -> bool:
+    probe = "import sys, venv; sys.exit(sys.version_info[:2] != (3, 11))"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=30, check=False).returncode == 0
+    except OSError:
+        return False
 
 
 def find_python311(explicit: str | None = None) -> str | None:
-    for cand in ([explicit] if explicit else []) + list(PY311_CANDIDATES):
-        path = shutil.which(cand) if "/" not in cand else (cand if Path(cand).exists() else None)
-        if path:
-            return path
+    """``explicit``, else ``python3.11`` on PATH, a pyenv 3.11, or the system's (Debian 12).
+
+    The same places ``.ci/setup`` looks for its Python 3.12; each candidate is run once to
+    check it really is 3.11 (a pyenv shim may exist without that version installed).
+    """
+    if explicit:
+        return explicit if _is_py311(explicit) else None
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    pyenv = sorted(pyenv_root.glob("versions/3.11*/bin/python3.11"), reverse=True)
+    for cand in [shutil.which("python3.11"), *map(str, pyenv), "/usr/local/bin/python3.11", "/usr/bin/python3.11"]:
+        if cand and Path(cand).exists() and _is_py311(cand):
+            return cand
     return None
 
 

@@ -104,8 +104,7 @@ def targets(results: dict) -> list[tuple[str, str, str, str]]:
     def verdict(ok: bool | None) -> str:
         return "–" if ok is None else ("met" if ok else "NOT met")
 
-    for name, key, need in (("phone-12mp.jpg", "e2e_12mp", TARGETS["e2e_12mp"]),
-                            ("photo-300.jpg", "e2e_300", TARGETS["e2e_300"])):
+    for name, need in (("phone-12mp.jpg", TARGETS["e2e_12mp"]), ("photo-300.jpg", TARGETS["e2e_300"])):
         o, r = _med(_img(h, name)), _med(_img(ref, name))
         sp = (r / o) if (o and r) else None
         rows.append((f"warm e2e {IMAGE_LABELS[name]} vs reference", _f(sp, 2, "x") if sp else "–",
@@ -191,7 +190,8 @@ def lambda_sizing(results: dict) -> list[str]:
         "below that size are the 1-thread figures scaled by the CPU share (compute-bound work). "
         "arm64 costs use the x86 timings (not measured here: Graviton speed differs)."),
         "",
-        "| memory | vCPU | NUM_THREADS | e2e 300 px (ms) | e2e 12 MP (ms) | x86 $/1M (300 px) | x86 $/1M (12 MP) | arm64 $/1M (300 px) |",
+        "| memory | vCPU | NUM_THREADS | e2e 300 px (ms) | e2e 12 MP (ms) | x86 $/1M (300 px) | x86 $/1M (12 MP) "
+        "| arm64 $/1M (300 px) |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
@@ -209,192 +209,216 @@ def lambda_sizing(results: dict) -> list[str]:
     return out
 
 
-def render(results: dict) -> str:
-    meta, mach, configs = results["meta"], results["machine"], results["configs"]
-    L: list[str] = []
-    L.append("# Benchmark: cold start, latency, memory — this project vs the reference stack")
-    L.append("")
-    L.append(f"Command: `python -m bench{' --quick' if meta['quick'] else ''}` (repo root, project venv). "
-             f"Run {mach['date_utc']} at git {mach['git']}, took {meta.get('duration_s', 0):.0f} s. "
-             "The machine is shared and noisy: absolute times are indicative, ratios measured in the same run "
-             "are the figures to read.")
-    L.append("")
-    for n in meta["notes"]:
-        L.append(f"> **Note:** {n}")
-        L.append("")
-    if meta["missing"]:
-        L.append("Missing inputs: " + ", ".join(f"`{m}`" for m in meta["missing"]))
-        L.append("")
+def _cpu_features_row(mach: dict) -> list[str]:
+    feats = mach.get("cpu_features")
+    if not feats:
+        return [f"| SIMD flags | {mach.get('simd', '?')} |"]
+    have = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in feats.items())
+    return [f"| vector extensions | {have} |",
+            "| Lambda x86 | assume **AVX2 at most**: XNNPACK picks its kernels per CPU at run time, so gains "
+            "from AVX-512 / VNNI / AMX on this machine need not carry over to Lambda |"]
 
-    L += ["## Machine", "",
-          "| | |", "|---|---|",
-          f"| CPU | {mach['cpu']} ({mach['simd']}) |",
-          f"| cores / memory | {mach['cores']} / {_f(mach['mem_gb'], 1)} GiB, kernel {mach['kernel']} |",
-          f"| load average at start | {' '.join(f'{x:.2f}' for x in mach['loadavg_start'])} |",
-          "| ours | Python {python}, ai-edge-litert {ai-edge-litert}, numpy {numpy}, Pillow {pillow}, "
-          "Powertools {aws-lambda-powertools}, pybase64 {pybase64} |".format(**{k: mach["ours"].get(k) for k in (
-              "python", "ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools", "pybase64")}),
-          ]
-    if mach["ref"]:
-        L.append("| reference | Python {python}, tflite-runtime {tflite-runtime}, numpy {numpy}, Pillow {pillow}, "
-                 "keras-image-helper {keras-image-helper} |".format(**{k: mach["ref"].get(k) for k in
-                                                                       ("python", "tflite-runtime", "numpy", "pillow", "keras-image-helper")}))
-    if mach["keras"]:
-        k = mach["keras"]
+
+def _header(meta: dict, mach: dict) -> list[str]:
+    L = ["# Benchmark: cold start, latency, memory — this project vs the reference stack", "",
+         f"Command: `python -m bench{' --quick' if meta['quick'] else ''}` (repo root, project venv). "
+         f"Run {mach['date_utc']} at git {mach['git']}, took {meta.get('duration_s', 0):.0f} s. "
+         "The machine is shared and noisy: absolute times are indicative, ratios measured in the same run "
+         "are the figures to read. Ratios are `xN` = N times better than the reference stack at the same "
+         "thread count; the reference runs the shipped model's own weights.", ""]
+    for n in meta["notes"]:
+        L += [f"> **Note:** {n}", ""]
+    if meta["missing"]:
+        L += ["Missing inputs: " + ", ".join(f"`{m}`" for m in meta["missing"]), ""]
+    return L
+
+
+def _versions(mach: dict, key: str, names: tuple[str, ...], fmt: str) -> list[str]:
+    v = mach.get(key) or {}
+    return [fmt.format(**{k: v.get(k) for k in names})] if v else []
+
+
+def _machine(meta: dict, mach: dict) -> list[str]:
+    L = ["## Machine", "", "| | |", "|---|---|",
+         f"| CPU | {mach['cpu']} |", *_cpu_features_row(mach),
+         f"| cores / memory | {mach['cores']} / {_f(mach['mem_gb'], 1)} GiB, kernel {mach['kernel']} |",
+         f"| load average at start | {' '.join(f'{x:.2f}' for x in mach['loadavg_start'])} |"]
+    L += _versions(mach, "ours", ("python", "ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools", "pybase64"),
+                   "| ours | Python {python}, ai-edge-litert {ai-edge-litert}, numpy {numpy}, Pillow {pillow}, "
+                   "Powertools {aws-lambda-powertools}, pybase64 {pybase64} |")
+    L += _versions(mach, "ref", ("python", "tflite-runtime", "numpy", "pillow", "keras-image-helper"),
+                   "| reference | Python {python}, tflite-runtime {tflite-runtime}, numpy {numpy}, Pillow {pillow}, "
+                   "keras-image-helper {keras-image-helper} |")
+    k = mach.get("keras") or {}
+    if k:
         L.append(f"| Keras | Python {k.get('python')}, TensorFlow {k.get('tensorflow-cpu') or k.get('tensorflow')}, "
                  f"Keras {k.get('keras')}, numpy {k.get('numpy')} |")
-    L.append(f"| reference stack | {meta['ref_status']} |")
-    L.append(f"| Keras row | {meta['keras_status']} |")
-    L.append("")
+    return L + [f"| reference stack | {meta['ref_status']} |", f"| Keras row | {meta['keras_status']} |", ""]
 
-    # Targets
+
+def _targets(results: dict) -> list[str]:
     tr = targets(results)
-    if tr:
-        h = headline(results)
-        L += [f"## Targets (shipped variant `{h['variant']}`, NUM_THREADS={h['threads']}, vs reference at the same threads)", "",
-              "| target | measured | needed | verdict |", "|---|---|---|---|"]
-        L += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in tr]
-        L.append("")
+    h = headline(results)
+    if not tr or h is None:
+        return []
+    return [f"## Targets (shipped variant `{h['variant']}`, NUM_THREADS={h['threads']}, vs reference at the "
+            "same threads)", "", "| target | measured | needed | verdict |", "|---|---|---|---|",
+            *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in tr], ""]
 
-    # Cold start
-    L += ["## Cold start (fresh process -> first answer, 300 px JPEG)", "",
-          ("Wall time from spawning the interpreter to reading the answer line: Python start-up, imports, "
+
+def _vs_ref(c: dict, ref_value: float | None, ours_value: float | None) -> str:
+    """The ratio cell of a row: the reference's own row says so."""
+    if c["stack"] == "reference":
+        return "x1.00 (reference)"
+    return _ratio(ref_value, ours_value)  # "–" without a reference figure (see the machine table)
+
+
+def _cold(configs: list[dict]) -> list[str]:
+    L = ["## Cold start (fresh process -> first answer, 300 px JPEG)", "",
+         ("Wall time from spawning the interpreter to reading the answer line: Python start-up, imports, "
           "model load, warm-up (ours does one at init), first request. Median / p95 over the runs; "
           "one discarded run first fills the page cache and `__pycache__`."), "",
-          "| stack | model | threads | cold start ms (median / p95) | n | import + load ms | first answer ms | RSS after answer MB | vs reference |",
-          "|---|---|---|---|---|---|---|---|---|"]
+         "| stack | model | threads | cold start ms (median / p95) | n | import + load ms | first answer ms "
+         "| RSS after answer MB | vs reference |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for c in configs:
-        if not _ok(c, "cold"):
-            L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | error: {c.get('cold', {}).get('error', '?')[:120]} | | | | | |")
-            continue
-        cd = c["cold"]
         ref = _ref_for(configs, c["threads"])
         rr = ref["cold"]["median_ms"] if ref and _ok(ref, "cold") else None
-        L.append(f"| {_label(c)}{' (shim)' if cd.get('kind') == 'shim' else ''} | {c['variant']} | {c['threads']} | "
-                 f"{_mp(cd, 0)} | {cd['n']} | {cd['import_ms']:.0f} | {cd['first_call_ms']:.0f} | {cd['rss_mb']:.0f} | "
-                 f"{'' if c['stack'] == 'reference' else _ratio(rr, cd['median_ms'])} |")
-    L.append("")
+        if not _ok(c, "cold"):
+            L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | "
+                     f"error: {c.get('cold', {}).get('error', '?')[:120]} | | | | | – |")
+            continue
+        cd = c["cold"]
+        L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | {_mp(cd, 0)} | {cd['n']} | "
+                 f"{cd['import_ms']:.0f} | {cd['first_call_ms']:.0f} | {cd['rss_mb']:.0f} | "
+                 f"{_vs_ref(c, rr, cd['median_ms'])} |")
+    return L + [""]
 
+
+def _anatomy(results: dict) -> list[str]:
     ip = results.get("initparts") or {}
-    if ip:
-        cols = [k for k in ip if "error" not in ip[k]]
-        parts: list[str] = []
-        for k in cols:
-            parts += [n for n in ip[k] if n not in parts]
-        L += ["### Cold-start anatomy (median ms per step, fresh processes, 1st thread count)", "",
-              ("Each step of init timed on its own in a fresh interpreter (Python start-up itself is ~15 ms). "
-              "Ours imports what `lambda_function` imports and does what `Model.load` does; the reference's "
-              "first invoke happens inside its first request; the second invoke is one steady-state inference."), "",
-              "| step | " + " | ".join(f"`{k}`" for k in cols) + " |", "|---|" + "---|" * len(cols)]
-        for n in parts:
-            L.append(f"| {n} | " + " | ".join(_f(ip[k].get(n), 0) for k in cols) + " |")
-        L.append("| **sum, without the second invoke** | " + " | ".join(
-            # "(...)" rows are facts or work done in parallel with other rows, not extra time.
-            f"**{sum(v for n, v in ip[k].items() if not n.startswith('(') and n != 'second invoke'):.0f}**"
-            for k in cols) + " |")
-        for k in ip:
-            if "error" in ip[k]:
-                L.append(f"\n`{k}`: {ip[k]['error']}")
-        L.append("")
+    if not ip:
+        return []
+    cols = [k for k in ip if "error" not in ip[k]]
+    parts: list[str] = []
+    for k in cols:
+        parts += [n for n in ip[k] if n not in parts]
+    L = ["### Cold-start anatomy (median ms per step, fresh processes, 1st thread count)", "",
+         ("Each step of init timed on its own in a fresh interpreter (Python start-up itself is ~15 ms). "
+          "Ours imports what `lambda_function` imports and does what `Model.load` does; the reference's "
+          "first invoke happens inside its first request; the second invoke is one steady-state inference."), "",
+         "| step | " + " | ".join(f"`{k}`" for k in cols) + " |", "|---|" + "---|" * len(cols)]
+    L += [f"| {n} | " + " | ".join(_f(ip[k].get(n), 0) for k in cols) + " |" for n in parts]
+    # "(...)" rows are facts or work done in parallel with other rows, not extra time.
+    L.append("| **sum, without the second invoke** | " + " | ".join(
+        f"**{sum(v for n, v in ip[k].items() if not n.startswith('(') and n != 'second invoke'):.0f}**"
+        for k in cols) + " |")
+    L += [f"\n`{k}`: {ip[k]['error']}" for k in ip if "error" in ip[k]]
+    return L + [""]
 
-    # Warm e2e
+
+WARM_TABLES = (
+    ("handler_b64", "Warm end-to-end latency: handler, direct `{\"image\": <base64>}` event",
+     "The whole request in-process: base64 decode, image decode (+EXIF, alpha), resize, tensor, "
+     "inference, response. Reference: the original code path fed the same bytes (b64decode -> "
+     "`Image.open(BytesIO)` -> `convert_to_tensor` -> invoke)."),
+    ("app_bytes", "Warm end-to-end latency: bytes in, probabilities out (no base64)",
+     "Ours: `yogapose.app.predict_bytes`; reference: the same code minus base64."),
+)
+
+
+def _warm_cell(c: dict, ref: dict | None, name: str, path: str) -> str:
+    s = _img(c, name, path)
+    if s is None:
+        return "–"
+    ratio = "x1.00" if c["stack"] == "reference" else _ratio(_med(_img(ref, name, path)), s["median_ms"])
+    return f"{_mp(s)} ({ratio})"
+
+
+def _warm(configs: list[dict], path: str, title: str, expl: str) -> list[str]:
     names = list(IMAGE_LABELS)
-    for path, title, expl in (
-        ("handler_b64", "Warm end-to-end latency: handler, direct `{\"image\": <base64>}` event",
-         ("The whole request in-process: base64 decode, image decode (+EXIF, alpha), resize, tensor, "
-         "inference, response. Reference: the original code path fed the same bytes (b64decode -> "
-         "`Image.open(BytesIO)` -> `convert_to_tensor` -> invoke).")),
-        ("app_bytes", "Warm end-to-end latency: bytes in, probabilities out (no base64)",
-         "Ours: the app-level bytes function; reference: the same code minus base64."),
-    ):
-        L += [f"## {title}", "", expl + " Milliseconds, median / p95; `xN` = N times faster than the reference "
-              "at the same thread count.", "",
-              "| stack | model | threads | " + " | ".join(f"{IMAGE_LABELS[n]}" for n in names) + " |",
-              "|---|---|---|" + "---|" * len(names)]
-        any_row = False
-        for c in configs:
-            if c.get("cold_only"):
-                continue
-            if not _ok(c, "warm"):
-                L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | error: {c.get('warm', {}).get('error', '?')[:150]} |" + " |" * (len(names) - 1))
-                continue
-            ref = _ref_for(configs, c["threads"])
-            cells = []
-            for n in names:
-                s = _img(c, n, path)
-                if s is None:
-                    cells.append("–")
-                    continue
-                any_row = True
-                r = _med(_img(ref, n, path))
-                cells.append(_mp(s) + ("" if c["stack"] == "reference" else f" ({_ratio(r, s['median_ms'])})"))
-            L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | " + " | ".join(cells) + " |")
-        if path == "app_bytes":
-            entries = {c["warm"].get("bytes_entry") for c in configs if c["stack"] == "ours" and _ok(c, "warm")}
-            L.append("")
-            L.append(f"Ours, bytes entry point used: {', '.join(sorted(str(e) for e in entries))}."
-                     if any_row else "No app-level bytes function found in our stack.")
-        L.append("")
+    L = [f"## {title}", "", expl + " Milliseconds, median / p95, and the ratio to the reference.", "",
+         "| stack | model | threads | " + " | ".join(IMAGE_LABELS[n] for n in names) + " |",
+         "|---|---|---|" + "---|" * len(names)]
+    for c in configs:
+        if c.get("cold_only"):
+            continue
+        if not _ok(c, "warm"):
+            L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | "
+                     f"error: {c.get('warm', {}).get('error', '?')[:150]} |" + " |" * (len(names) - 1))
+            continue
+        ref = _ref_for(configs, c["threads"])
+        L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | "
+                 + " | ".join(_warm_cell(c, ref, n, path) for n in names) + " |")
+    return L + [""]
 
-    # Stage breakdown
-    h = headline(results)
-    if h is not None:
-        ref = _ref_for(configs, h["threads"])
-        rows = []
-        for n in names:
-            for c in (h, ref):
-                if not c or not _ok(c, "warm") or n not in (c["warm"].get("stages") or {}):
-                    continue
-                st = c["warm"]["stages"][n]
-                parts = [_med(st.get("base64")), _med(st.get("decode_resize")), _med(st.get("to_tensor")),
-                         _med(c["warm"].get("infer"))]
-                total = sum(p for p in parts if p is not None)
-                rows.append(f"| {IMAGE_LABELS[n]} | {_label(c)} {c['variant']} | " +
-                            " | ".join(_f(p, 1) for p in parts) +
-                            f" | {total:.1f} | {_f(_med(_img(c, n)), 1)} |")
-        if rows:
-            L += [f"## Where the time goes ({h['threads']} thread{'s' if h['threads'] > 1 else ''}, medians in ms)", "",
-                  ("Each stage timed alone in the warm worker. Ours: `yogapose.b64.decode_payload`, "
-                  "`imaging.load_resized` (draft decode, EXIF, alpha, resize), `imaging.to_input_array`; reference: "
-                  "`base64.b64decode`, `Image.open` + `resize_image` (full decode, NEAREST), array + scaling."), "",
-                  "| image | stack | base64 | decode + resize | to tensor | inference | sum | measured e2e |",
-                  "|---|---|---|---|---|---|---|---|", *rows, ""]
-            L += floor_note(configs, h["variant"], names)
 
-    # Answers sanity
+def _stages(results: dict) -> list[str]:
+    configs, h = results["configs"], headline(results)
+    if h is None:
+        return []
+    ref = _ref_for(configs, h["threads"])
+    rows = []
+    for n in IMAGE_LABELS:
+        for c in (h, ref):
+            if not c or not _ok(c, "warm") or n not in (c["warm"].get("stages") or {}):
+                continue
+            st = c["warm"]["stages"][n]
+            parts = [_med(st.get("base64")), _med(st.get("decode_resize")), _med(st.get("to_tensor")),
+                     _med(c["warm"].get("infer"))]
+            total = sum(p for p in parts if p is not None)
+            rows.append(f"| {IMAGE_LABELS[n]} | {_label(c)} {c['variant']} | " + " | ".join(_f(p, 1) for p in parts)
+                        + f" | {total:.1f} | {_f(_med(_img(c, n)), 1)} |")
+    if not rows:
+        return []
+    return [f"## Where the time goes ({h['threads']} thread{'s' if h['threads'] > 1 else ''}, medians in ms)", "",
+            ("Each stage timed alone in the warm worker. Ours: `yogapose.b64.decode_payload`, "
+             "`imaging.load_resized` (draft decode, EXIF, alpha, resize), `imaging.to_input_array`; reference: "
+             "`base64.b64decode`, `Image.open` + `resize_image` (full decode, NEAREST), array + scaling."), "",
+            "| image | stack | base64 | decode + resize | to tensor | inference | sum | measured e2e |",
+            "|---|---|---|---|---|---|---|---|", *rows, "", *floor_note(configs, h["variant"], list(IMAGE_LABELS))]
+
+
+def _answers(configs: list[dict]) -> list[str]:
     answers = []
     for c in configs:
         if _ok(c, "warm"):
-            a = {n: (c["warm"]["images"][n].get("answer") or ["?"])[0] for n in names if n in c["warm"]["images"]}
+            got = c["warm"]["images"]
+            a = {n: (got[n].get("answer") or ["?"])[0] for n in IMAGE_LABELS if n in got}
             answers.append(f"{c['id']}: " + ", ".join(f"{IMAGE_LABELS[n]}={a[n]}" for n in a))
-    if answers:
-        L += [("<details><summary>Top class per stack and image (sanity check; the reference ignores EXIF "
-              "rotation and uses nearest-neighbour resizing, so it may disagree)</summary>"), ""]
-        L += [f"- {a}" for a in answers]
-        L += ["", "</details>", ""]
+    if not answers:
+        return []
+    return [("<details><summary>Top class per stack and image (sanity check; the reference ignores EXIF "
+             "rotation and uses nearest-neighbour resizing, so it may disagree)</summary>"), "",
+            *[f"- {a}" for a in answers], "", "</details>", ""]
 
-    # Inference + physical limit
+
+def _peak_text(results: dict) -> str:
     peak = results.get("peak", {})
-    L += ["## Inference only, and the physical limit", ""]
-    models = results.get("models", {})
-    fl = [f"`{v}` {m['flops']['flops'] / 1e9:.2f} GFLOP ({m['flops']['macs'] / 1e9:.2f} GMAC, {m['flops']['ops']} ops)"
-          for v, m in models.items() if "flops" in m]
-    L.append("Work per inference, counted from the flatbuffer's ops and shapes (2 FLOPs per MAC; int8 "
-             "variants: the same count in integer ops): " + "; ".join(fl) + ".")
-    L.append("")
     pk = []
     for t in results["meta"]["threads"]:
         p = peak.get(str(t), {})
         if "gflops_best" in p:
-            kern = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']}" for b in (p.get("blas") or [])) or "kernel unknown (no threadpoolctl)"
-            pk.append(f"{t} thread{'s' if t > 1 else ''}: **{p['gflops_best']:.0f} GFLOP/s** best, {p['gflops_median']:.0f} median ({kern})")
+            kern = ", ".join(f"{b['internal_api']} {b['version']} kernel {b['architecture']}"
+                             for b in (p.get("blas") or [])) or "kernel unknown (no threadpoolctl)"
+            pk.append(f"{t} thread{'s' if t > 1 else ''}: **{p['gflops_best']:.0f} GFLOP/s** best, "
+                      f"{p['gflops_median']:.0f} median ({kern})")
     env_had = {k: v for k, v in (peak.get("env_had") or {}).items() if v}
-    L.append("CPU peak, numpy float32 matmul 2048x2048 (OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset in that "
-             f"subprocess{'; the environment had ' + str(env_had) if env_had else '; neither was set'}): "
-             + "; ".join(pk) + ".")
-    L.append("")
-    L += ["| stack | model | threads | inference ms (median / p95) | achieved GFLOP/s | % of matmul peak | vs reference |",
-          "|---|---|---|---|---|---|---|"]
+    return ("CPU peak, numpy float32 matmul 2048x2048 (OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset in that "
+            f"subprocess{'; the environment had ' + str(env_had) if env_had else '; neither was set'}): "
+            + "; ".join(pk) + ".")
+
+
+def _inference(results: dict) -> list[str]:
+    configs, models, peak = results["configs"], results.get("models", {}), results.get("peak", {})
+    fl = [f"`{v}` {m['flops']['flops'] / 1e9:.2f} GFLOP ({m['flops']['macs'] / 1e9:.2f} GMAC, {m['flops']['ops']} ops)"
+          for v, m in models.items() if "flops" in m]
+    L = ["## Inference only, and the physical limit", "",
+         "Work per inference, counted from the flatbuffer's ops and shapes (2 FLOPs per MAC; int8 "
+         "variants: the same count in integer ops): " + "; ".join(fl) + ".", "", _peak_text(results), "",
+         "| stack | model | threads | inference ms (median / p95) | achieved GFLOP/s | % of matmul peak "
+         "| vs reference |",
+         "|---|---|---|---|---|---|---|"]
     for c in configs:
         if not _ok(c, "warm") or "infer" not in c["warm"]:
             continue
@@ -406,95 +430,120 @@ def render(results: dict) -> str:
         ref = _ref_for(configs, c["threads"])
         rr = ref["warm"]["infer"]["median_ms"] if ref and _ok(ref, "warm") and "infer" in ref["warm"] else None
         L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | {_mp(s)} | {_f(rate, 1)} | "
-                 f"{_f(100 * rate / pb if rate and pb else None, 0, '%')} | "
-                 f"{'' if c['stack'] == 'reference' else _ratio(rr, s['median_ms'])} |")
-    L.append("")
+                 f"{_f(100 * rate / pb if rate and pb else None, 0, '%')} | {_vs_ref(c, rr, s['median_ms'])} |")
+    return L + [""]
 
-    # Memory & size
-    deps = results.get("deps", {})
 
-    def dep(key: str) -> str:
-        d = deps.get(key, {})
-        if "total_mb" not in d:
-            return "–"
-        return f"{d['total_mb']:.0f} MB ({', '.join(f'{n} {v['mb']:.0f}' for n, v in d['dists'].items() if v['mb'] >= 1)})"
+def _dep(deps: dict, key: str) -> str:
+    d = deps.get(key, {})
+    if "total_mb" not in d:
+        return "–"
+    return f"{d['total_mb']:.0f} MB ({', '.join(f'{n} {v['mb']:.0f}' for n, v in d['dists'].items() if v['mb'] >= 1)})"
 
-    L += ["## Memory and size", "",
-          "| stack | model | threads | peak RSS serving MB (VmHWM) | model file MB |", "|---|---|---|---|---|"]
+
+def _model_mb(c: dict, models: dict) -> float | None:
+    if c["stack"] != "keras":
+        return models.get(c["variant"], {}).get("mb")
+    return Path(c["model"]).stat().st_size / 1e6 if Path(c["model"]).exists() else None
+
+
+def _memory(results: dict) -> list[str]:
+    configs, models, deps = results["configs"], results.get("models", {}), results.get("deps", {})
+    L = ["## Memory and size", "",
+         "| stack | model | threads | peak RSS serving MB (VmHWM) | model file MB | RSS vs reference |",
+         "|---|---|---|---|---|---|"]
     for c in configs:
-        if not _ok(c, "warm"):
-            continue
-        mf = models.get(c["variant"], {}).get("mb") if c["stack"] != "keras" else Path(c["model"]).stat().st_size / 1e6 if Path(c["model"]).exists() else None
-        L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | {_f(_rss(c), 0)} | {_f(mf, 1)} |")
-    L += ["", ("Peak RSS is the worker process's high-water mark after serving all three images "
-          "(the 12 MP decode included), before the separate inference-only interpreter is built."), "",
-          "Runtime dependencies (installed size of the packages and everything they require):", "",
-          f"- ours, ai-edge-litert + numpy + Pillow: {dep('ours_core')}",
-          f"- ours, + aws-lambda-powertools + pybase64: {dep('ours_runtime')}",
-          f"- ours, whole Pipfile [packages] (what the image installs; + boto3): {dep('ours_pipfile')}",
-          f"- reference, tflite-runtime + numpy + Pillow + keras-image-helper: {dep('ref')}", ""]
+        if _ok(c, "warm"):
+            L.append(f"| {_label(c)} | {c['variant']} | {c['threads']} | {_f(_rss(c), 0)} | "
+                     f"{_f(_model_mb(c, models), 1)} | {_vs_ref(c, _rss(_ref_for(configs, c['threads'])), _rss(c))} |")
+    ours, ref = deps.get("ours_pipfile", {}).get("total_mb"), deps.get("ref", {}).get("total_mb")
+    return L + ["", ("Peak RSS is the worker process's high-water mark after serving all three images "
+                     "(the 12 MP decode included), before the separate inference-only interpreter is built."), "",
+                "Runtime dependencies (installed size of the packages and everything they require):", "",
+                f"- ours, ai-edge-litert + numpy + Pillow: {_dep(deps, 'ours_core')}",
+                f"- ours, + aws-lambda-powertools + pybase64: {_dep(deps, 'ours_runtime')}",
+                f"- ours, whole Pipfile [packages] (what the image installs; + boto3): {_dep(deps, 'ours_pipfile')} "
+                f"({_ratio(ref, ours)} vs reference)",
+                f"- reference, tflite-runtime + numpy + Pillow + keras-image-helper: {_dep(deps, 'ref')}", ""]
 
+
+def _accuracy(results: dict) -> list[str]:
     acc = results.get("accuracy") or {}
-    if acc:
-        base = (acc.get("float32") or {}).get("real_accuracy")
-        L += ["## Variants: size and accuracy (validation, real photos; from the conversion's variants.json)", "",
-              "| variant | file MB | accuracy | vs float32 (points) | note |", "|---|---|---|---|---|"]
-        for v, r in acc.items():
-            a = r.get("real_accuracy")
-            d = f"{(a - base) * 100:+.2f}" if (a is not None and base is not None) else "–"
-            note = r.get("refused") or r.get("note") or ""
-            L.append(f"| {v} | {_f(r.get('bytes', 0) / 1e6 if r.get('bytes') else None, 1)} | {_f(a, 4)} | {d} | {note} |")
-        L.append("")
+    if not acc:
+        return []
+    base = (acc.get("float32") or {}).get("real_accuracy")
+    L = ["## Variants: size and accuracy (validation, real photos; from the conversion's variants.json)", "",
+         "| variant | file MB | accuracy | vs float32 (points) | note |", "|---|---|---|---|---|"]
+    for v, r in acc.items():
+        a = r.get("real_accuracy")
+        d = f"{(a - base) * 100:+.2f}" if (a is not None and base is not None) else "–"
+        mb = r.get("bytes", 0) / 1e6 if r.get("bytes") else None
+        L.append(f"| {v} | {_f(mb, 1)} | {_f(a, 4)} | {d} | {r.get('refused') or r.get('note') or ''} |")
+    return L + [""]
 
+
+def _ref_variants(results: dict) -> list[str]:
     rv = results.get("ref_variants")
-    if rv:
-        L += ["## Can the reference runtime (tflite-runtime 2.14) load each variant?", "",
-              "| variant | loads | inference ms, 1 thread (median / p95) | note |", "|---|---|---|---|"]
-        if "error" in rv:
-            L.append(f"| – | – | – | {rv['error']} |")
-        else:
-            by_path = {m["path"]: v for v, m in models.items()}
-            for p, r in rv.items():
-                note = r.get("error", "")
-                L.append(f"| {by_path.get(p, p)} | {'yes' if r.get('loads') else 'no'} | "
-                         f"{_mp(r.get('infer'))} | {note} |")
-            L += ["", ("Where a variant does not load, the reference rows above compare against the float32 "
-                  "conversion of the same weights (the reference stack's own configuration).")]
-        L.append("")
+    if not rv:
+        return []
+    L = ["## Can the reference runtime (tflite-runtime 2.14) load each variant?", "",
+         "| variant | loads | inference ms, 1 thread (median / p95) | note |", "|---|---|---|---|"]
+    if "error" in rv:
+        return L + [f"| – | – | – | {rv['error']} |", ""]
+    by_path = {m["path"]: v for v, m in results.get("models", {}).items()}
+    for p, r in rv.items():
+        L.append(f"| {by_path.get(p, p)} | {'yes' if r.get('loads') else 'no'} | {_mp(r.get('infer'))} | "
+                 f"{r.get('error', '')} |")
+    return L + ["", ("Where a variant does not load, the reference rows above run the float32 copy of the "
+                     "same weights (`bench/float32.py`)."), ""]
 
+
+def _fetch(results: dict) -> list[str]:
     fe = results.get("fetch")
-    if fe:
-        L += ["## Fetching (loopback HTTP server, separate from the figures above)", "",
-              ("Download only: ours = `yogapose.fetch.fetch` (SSRF guard, DNS pinning, size cap, deadline), "
-              "reference = keras-image-helper's `download_image` (`urllib.request.urlopen(url).read()` + "
-              "`Image.open`). Milliseconds, median / p95."), "",
-              "| image | bytes | ours | reference | vs reference |", "|---|---|---|---|---|"]
-        for n, size in fe["sizes"].items():
-            o = fe["ours"].get(n) if "error" not in fe["ours"] else None
-            r = fe["ref"].get(n) if "error" not in fe["ref"] else None
-            L.append(f"| {IMAGE_LABELS[n]} | {size:,} | {_mp(o, 2) if o else fe['ours'].get('error', '–')} | "
-                     f"{_mp(r, 2) if r else fe['ref'].get('error', '–')} | {_ratio(_med(r), _med(o))} |")
-        L.append("")
+    if not fe:
+        return []
+    L = ["## Fetching (loopback HTTP server, separate from the figures above)", "",
+         ("Download only: ours = `yogapose.fetch.fetch` (SSRF guard, DNS pinning, size cap, deadline), "
+          "reference = keras-image-helper's `download_image` (`urllib.request.urlopen(url).read()` + "
+          "`Image.open`). Milliseconds, median / p95."), "",
+         "| image | bytes | ours | reference | vs reference |", "|---|---|---|---|---|"]
+    for n, size in fe["sizes"].items():
+        o = fe["ours"].get(n) if "error" not in fe["ours"] else None
+        r = fe["ref"].get(n) if "error" not in fe["ref"] else None
+        L.append(f"| {IMAGE_LABELS[n]} | {size:,} | {_mp(o, 2) if o else fe['ours'].get('error', '–')} | "
+                 f"{_mp(r, 2) if r else fe['ref'].get('error', '–')} | {_ratio(_med(r), _med(o))} |")
+    return L + [""]
 
+
+def _imports(results: dict) -> list[str]:
     it = results.get("importtime")
-    if it:
-        L += ["## Import profile (`python -X importtime -c \"import lambda_function\"`)", ""]
-        if it.get("error"):
-            L.append(f"Failed: {it['error']}")
-        else:
-            L.append(f"Target `{it['target']}`: {it['n_modules']} modules, {it['total_import_ms']:.0f} ms cumulative "
-                     f"(model load and warm-up run inside the import), {it['wall_ms']:.0f} ms wall for the process.")
-            L.append("")
-            L += ["| top-level import | cumulative ms |", "|---|---|"]
-            L += [f"| `{r['name']}` | {r['cum_us'] / 1000:.1f} |" for r in it["top"][:8]]
-            L += ["", "Self time by package: " + ", ".join(
-                f"`{k}` {v:.0f} ms" for k, v in (it.get("by_package_ms") or {}).items()) + "."]
-            L += ["", "Largest self times (depth <= 2): " + ", ".join(
-                f"`{r['name']}` {r['self_us'] / 1000:.1f} ms" for r in it["top_nested"][:8]) + ".",
-                "", "Heavy packages imported at init: " + (", ".join(f"`{m}`" for m in it["heavy_modules"]) or "none") + "."]
-        L.append("")
+    if not it:
+        return []
+    L = ["## Import profile (`python -X importtime -c \"import lambda_function\"`)", ""]
+    if it.get("error"):
+        return L + [f"Failed: {it['error']}", ""]
+    return L + [
+        f"Target `{it['target']}`: {it['n_modules']} modules, {it['total_import_ms']:.0f} ms cumulative "
+        f"(model load and warm-up run inside the import), {it['wall_ms']:.0f} ms wall for the process.", "",
+        "| top-level import | cumulative ms |", "|---|---|",
+        *[f"| `{r['name']}` | {r['cum_us'] / 1000:.1f} |" for r in it["top"][:8]],
+        "", "Self time by package: " + ", ".join(
+            f"`{k}` {v:.0f} ms" for k, v in (it.get("by_package_ms") or {}).items()) + ".",
+        "", "Largest self times (depth <= 2): " + ", ".join(
+            f"`{r['name']}` {r['self_us'] / 1000:.1f} ms" for r in it["top_nested"][:8]) + ".",
+        "", "Heavy packages imported at init: " + (", ".join(f"`{m}`" for m in it["heavy_modules"]) or "none") + ".",
+        ""]
 
-    L += ["## Lambda sizing", ""] + lambda_sizing(results) + [""]
+
+def render(results: dict) -> str:
+    """The whole report: one section function per table, in reading order."""
+    meta, mach, configs = results["meta"], results["machine"], results["configs"]
+    L = _header(meta, mach) + _machine(meta, mach) + _targets(results) + _cold(configs) + _anatomy(results)
+    for path, title, expl in WARM_TABLES:
+        L += _warm(configs, path, title, expl)
+    L += _stages(results) + _answers(configs) + _inference(results) + _memory(results) + _accuracy(results)
+    L += _ref_variants(results) + _fetch(results) + _imports(results)
+    L += ["## Lambda sizing", "", *lambda_sizing(results), ""]
     return "\n".join(L)
 
 

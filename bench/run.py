@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench import report
+from bench.float32 import float32_copy
 from bench.images import IMAGE_NAMES, ensure_images
 from bench.refenv import REF_VENV, ensure_ref_venv
 from bench.wcommon import MARK, parse_messages, percentile
@@ -48,8 +49,6 @@ VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
 DEFAULT_MODEL = REPO / "model" / "yoga-pose.tflite"
 DEFAULT_VARIANTS_DIR = REPO / "build" / "variants"
 DEFAULT_KERAS = REPO / "build" / "yoga-xception.keras"
-STANDIN_DIR = REPO / "build" / "bench-dev"
-TRAIN_PY = Path("/work/venv-train/bin/python")
 
 
 def log(msg: str) -> None:
@@ -156,7 +155,8 @@ def sha256(path: Path) -> str:
 
 
 def resolve_models(args) -> dict:
-    """Find the shipped model, the variants and the Keras model; fall back to stand-ins."""
+    """The shipped model, any variants from a training run, the Keras model, and the
+    reference's model: a float32 copy of the shipped model's own weights (bench.float32)."""
     notes: list[str] = []
     missing: list[str] = []
     variants_dir, keras_model, model = Path(args.variants_dir), Path(args.keras_model), Path(args.model)
@@ -169,51 +169,33 @@ def resolve_models(args) -> dict:
             variants[v] = refused
             notes.append(f"{v}: the copy the conversion refused (fails verification), from {refused.parent.name}/")
     have = {v: p for v, p in variants.items() if p.exists() and p.with_suffix(".json").exists()}
-    for v, p in variants.items():
-        if v not in have:
-            missing.append(str(p))
-    if not model.exists():
-        missing.append(str(model))
+    missing += [str(p) for v, p in variants.items() if v not in have]
     if not keras_model.exists():
         missing.append(str(keras_model))
-    standin = False
-    if not have and not args.no_standin:
-        sdir = STANDIN_DIR / "variants"
-        s_have = {v: sdir / f"yoga-pose-{v}.tflite" for v in VARIANTS}
-        s_have = {v: p for v, p in s_have.items() if p.exists()}
-        if s_have:
-            standin = True
-            have = s_have
-            notes.append(f"STAND-IN models from {STANDIN_DIR.relative_to(REPO)} (Xception architecture, "
-                         "random weights): timings are representative, predictions are not.")
-            if not keras_model.exists() and (STANDIN_DIR / "yoga-xception.keras").exists():
-                keras_model = STANDIN_DIR / "yoga-xception.keras"
-        else:
-            notes.append("no model variants found; build stand-ins with "
-                         "`/work/venv-train/bin/python -m bench.standin`")
+    if not (model.exists() and model.with_suffix(".json").exists()):
+        missing.append(str(model))
+        return {"variants": {}, "shipped_variant": None, "ref_model": None, "keras_model": None,
+                "missing": missing, "notes": notes}
+
+    # The reference runs the shipped weights, dequantized to float32 (tflite-runtime 2.14
+    # cannot load the int8 kernels' op versions); ours runs that same flatbuffer as well.
+    ref_model, note = (None, "reference skipped") if args.no_reference else float32_copy(model, log=log)
+    notes.append(f"reference model: {note}")
+    if ref_model is not None and ref_model != model:
+        have["float32"] = ref_model
+        notes.append("float32 row: the shipped weights dequantized (bench/float32.py), not a training variant")
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
     have = {v: p for v, p in have.items() if v in wanted}
-
-    shipped_variant = None
-    if model.exists() and model.with_suffix(".json").exists():
-        digest = sha256(model)
-        shipped_variant = next((v for v, p in have.items() if sha256(p) == digest), None)
-        if shipped_variant is None:
-            # Not one of the variants (or no variants): bench it under its own name.
-            have = {"shipped": model, **have}
-            shipped_variant = "shipped"
-    elif have:
-        shipped_variant = "float32" if "float32" in have else next(iter(have))
-        notes.append(f"{model.relative_to(REPO) if model.is_relative_to(REPO) else model} missing: "
-                     f"treating the {shipped_variant} variant as the shipped model")
-    ref_model = have.get("float32")
-    if ref_model is None and have:
-        ref_model = have[shipped_variant]
-        notes.append("no float32 variant: the reference runs the shipped model")
+    digest = sha256(model)
+    shipped_variant = next((v for v, p in have.items() if sha256(p) == digest), None)
+    if shipped_variant is None:
+        # Not one of the variants (or no variants): bench it under its own name.
+        have = {"shipped": model, **have}
+        shipped_variant = "shipped"
     return {"variants": {v: str(p) for v, p in have.items()}, "shipped_variant": shipped_variant,
             "ref_model": str(ref_model) if ref_model else None,
             "keras_model": str(keras_model) if keras_model.exists() else None,
-            "standin": standin, "missing": missing, "notes": notes}
+            "missing": missing, "notes": notes}
 
 
 def model_facts(path: str) -> dict:
@@ -266,7 +248,8 @@ def pipfile_packages() -> list[str]:
 
 def dep_sizes(ours_py: str, ref_py: str | None) -> dict:
     def one(py: str, roots: list[str]) -> dict:
-        proc = subprocess.run([py, str(BENCH / "depsize.py"), *roots], capture_output=True, text=True, cwd=REPO, check=False)
+        proc = subprocess.run([py, str(BENCH / "depsize.py"), *roots], capture_output=True, text=True, cwd=REPO,
+                              check=False)
         msgs = parse_messages(proc.stdout)
         return msgs[-1] if msgs else {"error": proc.stderr.strip()[-300:]}
 
@@ -281,7 +264,7 @@ def dep_sizes(ours_py: str, ref_py: str | None) -> dict:
 
 def import_profile(py: str, model: str, threads: int = 1) -> dict:
     """``python -X importtime -c "import lambda_function"``: the slowest top-level imports."""
-    target = "lambda_function" if (REPO / "lambda_function.py").exists() else "bench.shim"
+    target = "lambda_function"
     env = worker_env(MODEL_PATH=model, NUM_THREADS=threads)
     t0 = time.perf_counter()
     proc = subprocess.run([py, "-X", "importtime", "-c", f"import {target}"], capture_output=True, text=True,
@@ -357,6 +340,17 @@ def fetch_bench(ours_py: str, ref_py: str | None, images: dict[str, Path], plan:
 
 # ----------------------------------------------------------------------------- machine
 
+#: Vector extensions that change which XNNPACK kernels run, by their /proc/cpuinfo flags.
+CPU_FEATURES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "VNNI": ("avx512_vnni", "avx_vnni"),
+                "AMX": ("amx_tile",)}
+
+
+def cpu_features(flags: str) -> dict[str, bool]:
+    """``{"AVX2": True, "AVX-512": False, ...}`` from a /proc/cpuinfo ``flags`` line."""
+    have = set(flags.split())
+    return {name: any(f in have for f in needed) for name, needed in CPU_FEATURES.items()}
+
+
 def machine_info(ours_py: str, ref_py: str | None, keras_py: str | None) -> dict:
     cpu, flags = "?", ""
     try:
@@ -386,7 +380,7 @@ def machine_info(ours_py: str, ref_py: str | None, keras_py: str | None) -> dict
     return {
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu, "cores": os.cpu_count(), "mem_gb": mem_gb,
-        "simd": " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni") if f" {f} " in f" {flags} "),
+        "cpu_features": cpu_features(flags),
         "kernel": platform.release(), "loadavg_start": os.getloadavg(),
         "ours": versions(ours_py, ["ai-edge-litert", "numpy", "pillow", "aws-lambda-powertools", "pybase64"]),
         "ref": versions(ref_py, ["tflite-runtime", "numpy", "pillow", "keras-image-helper"]),
@@ -397,13 +391,12 @@ def machine_info(ours_py: str, ref_py: str | None, keras_py: str | None) -> dict
 
 
 def find_keras_python(explicit: str | None) -> str | None:
+    """``--keras-python``, else this interpreter when it has TensorFlow (``.ci/setup --dev``)."""
     if explicit:
         return explicit if explicit.lower() != "none" else None
-    probe = "import importlib.util as u, sys; sys.exit(0 if u.find_spec('tensorflow') else 1)"
-    for py in (sys.executable, str(TRAIN_PY)):
-        if Path(py).exists() and subprocess.run([py, "-c", probe], capture_output=True, check=False).returncode == 0:
-            return py
-    return None
+    import importlib.util
+
+    return sys.executable if importlib.util.find_spec("tensorflow") else None
 
 
 # ----------------------------------------------------------------------------- main
@@ -420,7 +413,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-reference", action="store_true", help="skip the tflite-runtime reference stack")
     p.add_argument("--no-keras", action="store_true", help="skip the plain Keras row")
     p.add_argument("--no-fetch", action="store_true", help="skip the loopback fetch comparison")
-    p.add_argument("--no-standin", action="store_true", help="never fall back to build/bench-dev stand-ins")
     p.add_argument("--ref-python", default=None, help="Python 3.11 used to create bench/.ref-venv")
     p.add_argument("--keras-python", default=None, help="Python with TensorFlow ('none' to skip); default: auto")
     p.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="raw results file")
@@ -429,56 +421,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    plan = Plan(args.quick)
-    t_start = time.perf_counter()
-    threads = [int(t) for t in args.threads.split(",") if t.strip()]
-    if args.quick:
-        threads = threads[:1]
-        if args.variants == ",".join(VARIANTS):
-            args.variants = "float32"
-    ours_py = sys.executable
-
-    found = resolve_models(args)
-    for m in found["missing"]:
-        log(f"missing: {m}")
-    for n in found["notes"]:
-        log(n)
-    if not found["variants"]:
-        log("nothing to benchmark")
-        return 2
-    if not (REPO / "lambda_function.py").exists():
-        found["notes"].append("lambda_function.py missing: 'ours' rows use bench/shim.py "
-                              "(metadata + yogapose.imaging + LiteRT), not the real handler")
-        log(found["notes"][-1])
-
-    images = ensure_images()
-    img_paths = [str(images[n]) for n in IMAGE_NAMES]
-    cold_img = [str(images["photo-300.jpg"])]
-
-    ref_py, ref_status = (None, "skipped (--no-reference)")
-    if not args.no_reference:
-        ref_py, ref_status = ensure_ref_venv(args.ref_python, REF_VENV, log)
-        log(f"reference venv: {ref_status}")
-    keras_py = None if args.no_keras else find_keras_python(args.keras_python)
-    keras_status = "skipped (--no-keras)" if args.no_keras else (
-        "no Python with TensorFlow found" if not keras_py else
-        ("no Keras model found" if not found["keras_model"] else f"{keras_py}"))
-
-    results: dict = {"meta": {"args": vars(args), "quick": args.quick, "threads": threads,
-                              "ref_status": ref_status, "keras_status": keras_status, **found},
-                     "machine": machine_info(ours_py, ref_py, keras_py), "configs": []}
-    log(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
-        f"load {results['machine']['loadavg_start'][0]:.2f}")
-
-    log("model facts (size, sha256, FLOPs)")
-    results["models"] = {v: model_facts(p) for v, p in found["variants"].items()}
-    results["accuracy"] = accuracy_table(Path(args.variants_dir))
-    labels = next((m["labels"] for m in results["models"].values() if m.get("labels")), None)
-
-    # Configurations, shipped variant first so its figures are the freshest comparison.
-    order = sorted(found["variants"], key=lambda v: (v != found["shipped_variant"], VARIANTS.index(v) if v in VARIANTS else -1))
+def build_configs(found: dict, threads: list[int], ours_py: str, ref_py: str | None,
+                  keras_py: str | None) -> tuple[list[dict], Path | None]:
+    """Every (stack, model, threads) to measure, shipped variant first so its figures are the
+    freshest comparison; -> (configs, the no-.pyc task root to delete afterwards)."""
+    order = sorted(found["variants"], key=lambda v: (v != found["shipped_variant"],
+                                                     VARIANTS.index(v) if v in VARIANTS else -1))
     configs = []
     for t in threads:
         if ref_py and found["ref_model"]:
@@ -490,41 +438,37 @@ def main(argv: list[str] | None = None) -> int:
         if keras_py and found["keras_model"]:
             configs.append({"id": f"keras/float32/t{t}", "stack": "keras", "variant": "float32", "threads": t,
                             "py": keras_py, "script": "keras_worker.py", "model": found["keras_model"]})
-
+    v = found["shipped_variant"]
+    shipped = {"stack": "ours", "variant": v, "threads": threads[0], "py": ours_py, "script": "ours_worker.py",
+               "model": found["variants"][v], "cold_only": True}
     # The image ships lambda_function.py + yogapose/ without __pycache__ (and /var/task is
     # read-only), so every cold start compiles the app's sources: measure that case too.
-    nopyc_root = None
-    if (REPO / "lambda_function.py").exists() and found["shipped_variant"] in found["variants"]:
-        nopyc_root = Path(tempfile.mkdtemp(prefix="bench-taskroot-"))
-        shutil.copytree(REPO / "yogapose", nopyc_root / "yogapose",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copy2(REPO / "lambda_function.py", nopyc_root / "lambda_function.py")
-        v = found["shipped_variant"]
-        configs.append({"id": f"ours/{v}/t{threads[0]}/nopyc", "stack": "ours", "variant": v,
-                        "threads": threads[0], "py": ours_py, "script": "ours_worker.py",
-                        "model": found["variants"][v], "cold_only": True, "task_root": str(nopyc_root)})
+    nopyc_root = Path(tempfile.mkdtemp(prefix="bench-taskroot-"))
+    shutil.copytree(REPO / "yogapose", nopyc_root / "yogapose", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(REPO / "lambda_function.py", nopyc_root / "lambda_function.py")
+    configs.append({**shipped, "id": f"ours/{v}/t{threads[0]}/nopyc", "task_root": str(nopyc_root)})
     # numpy's OpenBLAS starts one thread per core at import; serving never uses BLAS.
-    if found["shipped_variant"] in found["variants"]:
-        v = found["shipped_variant"]
-        configs.append({"id": f"ours/{v}/t{threads[0]}/openblas1", "stack": "ours", "variant": v,
-                        "threads": threads[0], "py": ours_py, "script": "ours_worker.py",
-                        "model": found["variants"][v], "cold_only": True,
-                        "env": {"OPENBLAS_NUM_THREADS": "1"}})
+    configs.append({**shipped, "id": f"ours/{v}/t{threads[0]}/openblas1", "env": {"OPENBLAS_NUM_THREADS": "1"}})
+    return configs, nopyc_root
 
-    def cfg_for(c: dict, mode: str, imgs: list[str]) -> tuple[dict, dict]:
-        base = {"mode": mode, "images": imgs, "runs": plan.runs, "budget_s": plan.budget_s,
-                "infer_runs": plan.infer_runs, "threads": c["threads"], "model": c["model"],
-                "task_root": c.get("task_root")}
-        if c["stack"] == "keras":
-            base.update(keras_model=c["model"], labels=labels)
-        env = worker_env(MODEL_PATH=c["model"], NUM_THREADS=c["threads"])
-        if c.get("task_root"):
-            env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env.update(c.get("env") or {})
-        return base, env
 
-    # Cold starts, interleaved round-robin across configurations so slow drifts in the
-    # background load hit every stack alike.
+def worker_config(c: dict, mode: str, imgs: list[str], plan: Plan, labels: list[str] | None) -> tuple[dict, dict]:
+    """-> (the worker's JSON config, its environment) for one configuration and mode."""
+    base = {"mode": mode, "images": imgs, "runs": plan.runs, "budget_s": plan.budget_s,
+            "infer_runs": plan.infer_runs, "threads": c["threads"], "model": c["model"],
+            "task_root": c.get("task_root")}
+    if c["stack"] == "keras":
+        base.update(keras_model=c["model"], labels=labels)
+    env = worker_env(MODEL_PATH=c["model"], NUM_THREADS=c["threads"])
+    if c.get("task_root"):
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(c.get("env") or {})
+    return base, env
+
+
+def run_cold(configs: list[dict], plan: Plan, cold_img: list[str], labels: list[str] | None) -> None:
+    """Cold starts, interleaved round-robin across configurations so slow drifts in the
+    background load hit every stack alike; each config gets its ``cold`` summary."""
     log(f"cold starts: {len(configs)} configurations x {plan.cold_runs} (+{plan.cold_discard} discarded)")
     cold: dict[str, list] = {c["id"]: [] for c in configs}
     rounds = plan.cold_runs + plan.cold_discard
@@ -533,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             n = plan.keras_cold_runs + plan.cold_discard if c["stack"] == "keras" else rounds
             if r >= n:
                 continue
-            cfg, env = cfg_for(c, "cold", cold_img)
+            cfg, env = worker_config(c, "cold", cold_img, plan, labels)
             res = cold_start(c["py"], c["script"], cfg, env)
             if r >= plan.cold_discard:
                 cold[c["id"]].append(res)
@@ -542,38 +486,44 @@ def main(argv: list[str] | None = None) -> int:
     for c in configs:
         c["cold"] = summarize_cold(cold[c["id"]])
 
+
+def run_warm(configs: list[dict], plan: Plan, img_paths: list[str], labels: list[str] | None) -> None:
     log("warm latency, inference and peak RSS (one process per configuration)")
-    if nopyc_root is not None:
-        shutil.rmtree(nopyc_root, ignore_errors=True)
     for c in configs:
         if c.get("cold_only"):
             continue
-        cfg, env = cfg_for(c, "warm", img_paths)
+        cfg, env = worker_config(c, "warm", img_paths, plan, labels)
         t0 = time.perf_counter()
         c["warm"] = run_worker(c["py"], c["script"], cfg, env, timeout=400)
-        log(f"  {c['id']}: {time.perf_counter() - t0:.0f} s" + (f"  ERROR {c['warm']['error']}" if "error" in c["warm"] else ""))
-    results["configs"] = [{k: v for k, v in c.items() if k != "py"} for c in configs]
+        log(f"  {c['id']}: {time.perf_counter() - t0:.0f} s"
+            + (f"  ERROR {c['warm']['error']}" if "error" in c["warm"] else ""))
 
+
+def run_initparts(configs: list[dict], plan: Plan, cold_img: list[str], first_threads: int) -> dict:
     log("cold-start anatomy (fresh processes, each step timed)")
-    results["initparts"] = {}
+    out: dict = {}
     for c in configs:
-        if c["stack"] == "keras" or c.get("cold_only") or c["threads"] != threads[0]:
+        if c["stack"] == "keras" or c.get("cold_only") or c["threads"] != first_threads:
             continue
-        cfg, env = cfg_for(c, "initparts", cold_img)
+        cfg, env = worker_config(c, "initparts", cold_img, plan, None)
         runs = [run_worker(c["py"], c["script"], cfg, env, timeout=60) for _ in range(plan.cold_runs)]
         ok = [r["parts"] for r in runs if "parts" in r]
         if ok:
             names = [n for n, _ in ok[0]]
-            results["initparts"][c["id"]] = {n: percentile([dict(r)[n] for r in ok], 50) for n in names}
+            out[c["id"]] = {n: percentile([dict(r)[n] for r in ok], 50) for n in names}
         else:
-            results["initparts"][c["id"]] = {"error": runs[0].get("error", "?")}
+            out[c["id"]] = {"error": runs[0].get("error", "?")}
+    return out
 
+
+def side_measurements(results: dict, args: argparse.Namespace, found: dict, plan: Plan, threads: list[int],
+                      ref_py: str | None, images: dict[str, Path]) -> None:
+    ours_py = sys.executable
     if ref_py:
         log("reference runtime vs every variant flatbuffer (loads? inference)")
         cfg = {"mode": "variants", "models": list(found["variants"].values()), "threads": 1,
                "infer_runs": max(3, plan.infer_runs // 2), "budget_s": plan.budget_s / 2}
         results["ref_variants"] = run_worker(ref_py, "ref_worker.py", cfg, worker_env(), timeout=300)
-
     log("CPU peak (numpy float32 matmul)")
     results["peak"] = matmul_peak(ours_py, threads)
     log("dependency sizes")
@@ -583,8 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_fetch:
         log("fetch over loopback")
         results["fetch"] = fetch_bench(ours_py, ref_py, images, plan)
-    results["meta"]["duration_s"] = time.perf_counter() - t_start
 
+
+def write_outputs(results: dict, args: argparse.Namespace) -> None:
     json_path = Path(args.json)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -595,6 +546,65 @@ def main(argv: list[str] | None = None) -> int:
         report.write_report(Path(report_path), md)
         log(f"wrote {report_path}")
     log(f"raw results: {json_path}; total {results['meta']['duration_s']:.0f} s")
+
+
+def stacks(args: argparse.Namespace, found: dict) -> tuple[str | None, str, str | None, str]:
+    """-> (reference Python, its status, Keras Python, its status)."""
+    ref_py, ref_status = (None, "skipped (--no-reference)")
+    if not args.no_reference:
+        ref_py, ref_status = ensure_ref_venv(args.ref_python, REF_VENV, log)
+        log(f"reference venv: {ref_status}")
+    keras_py = None if args.no_keras else find_keras_python(args.keras_python)
+    keras_status = "skipped (--no-keras)" if args.no_keras else (
+        "no Python with TensorFlow found" if not keras_py else
+        ("no Keras model found" if not found["keras_model"] else f"{keras_py}"))
+    return ref_py, ref_status, keras_py, keras_status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = Plan(args.quick)
+    t_start = time.perf_counter()
+    threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    if args.quick:
+        threads = threads[:1]
+        if args.variants == ",".join(VARIANTS):
+            args.variants = "float32"
+    found = resolve_models(args)
+    for m in found["missing"]:
+        log(f"missing: {m}")
+    for n in found["notes"]:
+        log(n)
+    if not found["variants"]:
+        log("nothing to benchmark")
+        return 2
+    images = ensure_images()
+    img_paths = [str(images[n]) for n in IMAGE_NAMES]
+    cold_img = [str(images["photo-300.jpg"])]
+    ref_py, ref_status, keras_py, keras_status = stacks(args, found)
+
+    results: dict = {"meta": {"args": vars(args), "quick": args.quick, "threads": threads,
+                              "ref_status": ref_status, "keras_status": keras_status, **found},
+                     "machine": machine_info(sys.executable, ref_py, keras_py), "configs": []}
+    log(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
+        f"load {results['machine']['loadavg_start'][0]:.2f}")
+    log("model facts (size, sha256, FLOPs)")
+    results["models"] = {v: model_facts(p) for v, p in found["variants"].items()}
+    results["accuracy"] = accuracy_table(Path(args.variants_dir))
+    labels = next((m["labels"] for m in results["models"].values() if m.get("labels")), None)
+
+    configs, nopyc_root = build_configs(found, threads, sys.executable, ref_py, keras_py)
+    try:
+        run_cold(configs, plan, cold_img, labels)
+    finally:
+        if nopyc_root is not None:
+            shutil.rmtree(nopyc_root, ignore_errors=True)
+    run_warm(configs, plan, img_paths, labels)
+    results["configs"] = [{k: v for k, v in c.items() if k != "py"} for c in configs]
+    results["initparts"] = run_initparts(configs, plan, cold_img, threads[0])
+    side_measurements(results, args, found, plan, threads, ref_py, images)
+    results["meta"]["duration_s"] = time.perf_counter() - t_start
+    write_outputs(results, args)
     return 0
 
 

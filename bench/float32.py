@@ -1,0 +1,179 @@
+"""A float32 copy of the shipped model, for the reference stack: same weights, no training run.
+
+The shipped model is dynamic-range int8: weights stored as int8 with a scale per output
+channel, activations float. tflite-runtime 2.14 (the reference stack) cannot load it: its
+hybrid kernels are older than the op versions the converter now writes ("Didn't find op
+for builtin opcode 'FULLY_CONNECTED' version '12'"). Dequantizing each weight,
+``w = (q - zero_point) * scale``, gives the float weights the shipped model effectively
+computes with, and plain float ops (version 1) every TFLite runtime has. The graph, the
+biases and the input/output tensors stay as they are.
+
+Read and written with the flatbuffer schema's object API that ai-edge-litert ships
+(``ai_edge_litert.schema_py_generated``), so no TensorFlow is needed. The result is cached
+under ``build/bench/`` by the shipped model's sha256, and is verified before use: on val
+photos its top-1 must agree with the shipped model and the probabilities stay close
+(:func:`verify`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from convert.convert import DEFAULT_MAX_DIFF, DEFAULT_MIN_AGREEMENT
+from yogapose.metadata import load_metadata, sha256_file, write_metadata
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / "build" / "bench"
+#: Ops whose hybrid (int8-weight) kernels exist at higher versions than their float ones.
+_WEIGHT_OPS = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+               schema.BuiltinOperator.FULLY_CONNECTED}
+# The copy must agree with the shipped model as closely as the converter required the
+# shipped (dynamic int8) model to agree with Keras: same thresholds, one home.
+MIN_AGREEMENT = DEFAULT_MIN_AGREEMENT  # top-1
+MAX_PROB_DIFF = DEFAULT_MAX_DIFF["dynamic_int8"]  # largest |p_float - p_shipped|
+
+
+class NotDerivable(ValueError):
+    """The model is not one whose weights alone are quantized."""
+
+
+def _opcode(code: Any) -> int:
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def dequantize(src: bytes) -> tuple[bytes, int]:
+    """A dynamic-range int8 flatbuffer -> (float32 flatbuffer, number of weights dequantized)."""
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(src, 0))
+    if len(model.subgraphs) != 1:
+        raise NotDerivable(f"{len(model.subgraphs)} subgraphs; expected one")
+    graph = model.subgraphs[0]
+    for i in list(graph.inputs) + list(graph.outputs):
+        if graph.tensors[i].type != schema.TensorType.FLOAT32:
+            raise NotDerivable("quantized input/output tensors: activations are quantized too")
+    done = 0
+    for tensor in graph.tensors:
+        buf = model.buffers[tensor.buffer]
+        q = tensor.quantization
+        if tensor.type != schema.TensorType.INT8 or buf.data is None or len(buf.data) == 0:
+            if tensor.type == schema.TensorType.INT8:
+                raise NotDerivable(f"int8 activation tensor {tensor.name!r}: not a dynamic-range model")
+            continue
+        if q is None or q.scale is None or len(q.scale) == 0:
+            raise NotDerivable(f"int8 weights {tensor.name!r} without a scale")
+        weights = np.frombuffer(bytes(buf.data), np.int8).astype(np.float32).reshape(tensor.shape)
+        scale = np.asarray(q.scale, np.float32)
+        zero = np.asarray(q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0], np.float32)
+        shape = [1] * weights.ndim
+        if scale.size > 1:  # one scale per channel, along quantizedDimension
+            shape[q.quantizedDimension] = scale.size
+        zero = zero.reshape(shape) if zero.size == scale.size else zero[:1]
+        buf.data = np.ascontiguousarray((weights - zero) * scale.reshape(shape), np.float32).reshape(-1).view(np.uint8)
+        tensor.type = schema.TensorType.FLOAT32
+        tensor.quantization = None
+        done += 1
+    if done == 0:
+        raise NotDerivable("no int8 weights: already a float model")
+    for code in model.operatorCodes:
+        if _opcode(code) in _WEIGHT_OPS:
+            code.version = 1
+    builder = flatbuffers.Builder(len(src) * 4 + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), done
+
+
+@dataclass
+class Agreement:
+    images: int
+    top1: float
+    max_prob_diff: float
+    source: str
+
+    @property
+    def ok(self) -> bool:
+        return self.images > 0 and self.top1 >= MIN_AGREEMENT and self.max_prob_diff <= MAX_PROB_DIFF
+
+    def text(self) -> str:
+        return (f"top-1 agreement {self.top1:.3f}, max |Δp| {self.max_prob_diff:.3f} on {self.images} "
+                f"{self.source}")
+
+
+def verify(shipped: Path, derived: Path, images: Iterable[bytes], source: str) -> Agreement:
+    """Both models through the same serving preprocessing; how far do their answers differ?"""
+    from yogapose.imaging import preprocess_bytes
+    from yogapose.runtime import Model
+
+    a, b = Model.load(shipped, num_threads=2), Model.load(derived, num_threads=2)
+    prep = a.metadata.preprocessing
+    agree, worst, n = 0, 0.0, 0
+    for data in images:
+        x = preprocess_bytes(data, prep, 40_000_000)
+        pa, pb = a.predict(x), b.predict(x)
+        agree += int(pa.argmax() == pb.argmax())
+        worst = max(worst, float(np.abs(pa - pb).max()))
+        n += 1
+    return Agreement(n, agree / n if n else 0.0, worst, source)
+
+
+def val_images(n: int = 300) -> list[bytes]:
+    """``n`` val photos spread over the classes (the bench needs ``../shared`` anyway)."""
+    from bench.images import val_photos
+
+    return [p.read_bytes() for p in val_photos(n)]
+
+
+def float32_copy(shipped: Path, cache: Path = CACHE, log: Any = print) -> tuple[Path | None, str]:
+    """-> (the verified float32 copy of ``shipped`` or None, a note saying what happened)."""
+    meta = load_metadata(shipped)
+    if meta.quantization == "float32":
+        return shipped, "the shipped model is float32 already"
+    digest = sha256_file(shipped)
+    out = cache / f"float32-of-{digest[:12]}" / "yoga-pose-float32.tflite"
+    report = out.with_name("agreement.json")
+    if out.exists() and report.exists():
+        checked = json.loads(report.read_text())
+        return out, f"cached {out.relative_to(REPO)}: {checked['text']}"
+    try:
+        data, n = dequantize(shipped.read_bytes())
+    except NotDerivable as exc:
+        return None, f"no float32 copy of the shipped model ({meta.quantization}): {exc}"
+    tmp = out.parent.with_name(out.parent.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    path = tmp / out.name
+    path.write_bytes(data)
+    write_metadata(_float_metadata(meta, path, digest), path)
+    log(f"derived {n} float32 weight tensors from {shipped.name}; verifying")
+    agreement = verify(shipped, path, val_images(), "val photos")
+    if not agreement.ok:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, f"float32 copy rejected: {agreement.text()}"
+    (tmp / report.name).write_text(json.dumps({"text": agreement.text(), **agreement.__dict__}) + "\n")
+    shutil.rmtree(out.parent, ignore_errors=True)
+    tmp.rename(out.parent)
+    return out, f"derived {out.relative_to(REPO)}: {agreement.text()}"
+
+
+def _float_metadata(meta: Any, path: Path, shipped_digest: str) -> Any:
+    import dataclasses
+
+    extra = {k: v for k, v in meta.extra.items() if k not in {"training", "validation", "evaluation"}}
+    extra["derived_from"] = {"sha256": shipped_digest, "how": "bench/float32.py: int8 weights dequantized"}
+    return dataclasses.replace(meta, name=f"{meta.name}-float32", model_file=path.name, sha256=sha256_file(path),
+                               quantization="float32", extra=extra)
+
+
+if __name__ == "__main__":  # python -m bench.float32 [model]
+    import sys
+
+    made, note = float32_copy(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "model" / "yoga-pose.tflite")
+    print(note)
+    sys.exit(0 if made else 1)

@@ -1,0 +1,71 @@
+"""bench/float32.py: the shipped model's int8 weights, dequantized, compute what it computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+
+from bench.float32 import NotDerivable, dequantize, verify
+from tests.tinymodel import INT8_NAME, TINY_DIR, TINY_NAME
+from yogapose.metadata import load_metadata
+
+SHIPPED = Path(__file__).resolve().parents[2] / "model" / "yoga-pose.tflite"
+
+
+@pytest.fixture(scope="module")
+def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization != "dynamic_int8":
+        pytest.skip("needs the shipped dynamic-range int8 model")
+    import dataclasses
+
+    from yogapose.metadata import sha256_file, write_metadata
+
+    data, n = dequantize(SHIPPED.read_bytes())
+    assert n > 10
+    out = tmp_path_factory.mktemp("f32") / "f32.tflite"
+    out.write_bytes(data)
+    meta = load_metadata(SHIPPED)
+    write_metadata(dataclasses.replace(meta, model_file=out.name, sha256=sha256_file(out), quantization="float32"), out)
+    return out
+
+
+def test_no_int8_weights_and_plain_float_op_versions(derived: Path) -> None:
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(derived.read_bytes(), 0))
+    assert all(t.type != schema.TensorType.INT8 for t in model.subgraphs[0].tensors)
+    weight_ops = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+                  schema.BuiltinOperator.FULLY_CONNECTED}
+    versions = {c.version for c in model.operatorCodes if max(c.builtinCode, c.deprecatedBuiltinCode) in weight_ops}
+    assert versions == {1}
+
+
+def test_agrees_with_the_shipped_model(derived: Path, images: dict[str, bytes]) -> None:
+    photos = [images[k] for k in ("jpeg", "jpeg_big", "jpeg_other", "png", "webp", "png_rgba")]
+    agreement = verify(SHIPPED, derived, photos, "synthetic images")
+    assert agreement.images == 6 and agreement.top1 >= 5 / 6, agreement.text()
+    assert agreement.max_prob_diff < 0.5, agreement.text()
+
+
+@pytest.mark.parametrize(("name", "why"), [(TINY_NAME, "already a float model"), (INT8_NAME, "activations")])
+def test_refuses_models_that_are_not_dynamic_range(name: str, why: str) -> None:
+    with pytest.raises(NotDerivable, match=why):
+        dequantize((TINY_DIR / name).read_bytes())
+
+
+def test_dequantized_values_are_scale_times_int(tmp_path: Path) -> None:
+    """Per-channel weights along quantizedDimension: w = (q - zero_point) * scale."""
+    src = SHIPPED.read_bytes() if SHIPPED.exists() else pytest.skip("needs the shipped model")
+    before = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(src, 0))
+    after = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(dequantize(src)[0], 0))
+    for t0, t1 in zip(before.subgraphs[0].tensors, after.subgraphs[0].tensors, strict=True):
+        if t0.type != schema.TensorType.INT8:
+            continue
+        q = np.frombuffer(bytes(before.buffers[t0.buffer].data), np.int8).reshape(t0.shape).astype(np.float32)
+        w = np.frombuffer(bytes(after.buffers[t1.buffer].data), np.float32).reshape(t1.shape)
+        shape = [1] * q.ndim
+        shape[t0.quantization.quantizedDimension] = len(t0.quantization.scale)
+        np.testing.assert_allclose(w, q * np.asarray(t0.quantization.scale, np.float32).reshape(shape), rtol=1e-6)
+        return
+    pytest.fail("no int8 weights in the shipped model")
