@@ -31,7 +31,8 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_plus
 
-from .errors import BadRequest, PoseError, UnsupportedImage, UpstreamError, UpstreamTimeout
+from .deadline import DeadlineExceeded
+from .errors import BadRequest, PoseError, UnsupportedImage, UpstreamError
 from .observability import RequestStats, logger
 
 if TYPE_CHECKING:
@@ -95,24 +96,13 @@ def record(source: str, answer: Mapping[str, Any] | None = None, error: PoseErro
 
 
 def classify(app: App, data: bytes, stats: RequestStats, details: bool = False) -> Mapping[str, Any]:
-    """Image bytes -> the answer a record is built from (detailed when asked and available)."""
-    if details:
-        detailed = getattr(app, "classify_bytes_detailed", None)
-        if detailed is None:
-            raise BadRequest("details are not available in this build")
-        return detailed(data, stats)
-    return app.classify_bytes(data, stats)
+    """Image bytes -> the answer a record is built from (the detailed one when asked)."""
+    return app.result(app.classify(data, stats), details)
 
 
 def classify_url(app: App, url: str, stats: RequestStats, details: bool = False) -> Mapping[str, Any]:
     """An ``http(s)://`` or ``s3://`` source -> its answer (fetched under every fetch limit)."""
-    if not details:
-        return app.classify_url(url, stats)
-    from .fetch import fetch
-
-    fetched = fetch(url, app.settings)
-    stats.bytes_fetched += fetched.bytes_read
-    return classify(app, fetched.data, stats, details)
+    return app.classify_url(url, stats, details)
 
 
 def record_for(source: str, run: Any, stats: RequestStats) -> dict[str, Any]:
@@ -134,7 +124,7 @@ def record_for(source: str, run: Any, stats: RequestStats) -> dict[str, Any]:
 
 def timed_out(source: str, stats: RequestStats) -> dict[str, Any]:
     """The record of an item the request had no time left to start."""
-    exc = UpstreamTimeout("the request ran out of time before this item was started; run it again")
+    exc = DeadlineExceeded("the request ran out of time before this item was started; run it again")
     stats.error(exc.code)
     return record(source, error=exc)
 

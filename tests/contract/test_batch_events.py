@@ -200,3 +200,13 @@ def test_a_malformed_notification_is_a_bad_request(s3_handler) -> None:
 
     with pytest.raises(BadRequest):
         s3_handler({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {}}}]}, None)
+
+
+def test_batch_input_details_gives_detailed_records(s3_handler) -> None:
+    out = s3_handler({"Items": [item("photos/p0.jpg"), item("photos/notes.txt")],
+                      "BatchInput": {"bucket": BUCKET, "details": True}}, None)
+    detailed = s3_handler({"url": f"s3://{BUCKET}/photos/p0.jpg", "details": True}, None)
+    assert out[0] == batch.record(f"s3://{BUCKET}/photos/p0.jpg", detailed)
+    assert {"confidence", "reason", "person"} <= set(out[0]) and out[0]["pose"] == detailed["pose"]
+    assert out[0]["probabilities"] == detailed["probabilities"]
+    assert out[1]["error"]["code"] == "unsupported_media_type"
