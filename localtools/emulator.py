@@ -30,6 +30,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 # The wheel the RIE binary comes from; bump together with the README.
 SAM_CLI_VERSION = "1.170.0"
@@ -117,7 +118,7 @@ def environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start(port: int = 8080, *, env: dict[str, str] | None = None, log_level: str = "info",
-          **popen_kwargs) -> subprocess.Popen:
+          **popen_kwargs: Any) -> subprocess.Popen:
     """Start the emulator in the background (own process group, cwd = repository root)."""
     return subprocess.Popen(
         command(port, log_level=log_level), cwd=REPO_ROOT, env=environment(env),

@@ -19,13 +19,20 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 
 from .errors import BadRequest, PayloadTooLarge
 
-try:
-    from pybase64 import b64decode as _simd_b64decode
-except ImportError:  # pragma: no cover - exercised by the fallback test
-    _simd_b64decode = None
+
+def _simd_decoder() -> Callable[..., bytes] | None:
+    try:
+        from pybase64 import b64decode
+    except ImportError:  # pragma: no cover - the fallback test patches the result instead
+        return None
+    return b64decode
+
+
+_simd_b64decode = _simd_decoder()
 
 #: Which decoder the fast path uses (the tests check the installed one is pybase64).
 BACKEND = "pybase64" if _simd_b64decode is not None else "binascii"
