@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 import sys
 import threading
 import time
@@ -42,6 +43,7 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _DRAIN_LIMIT = 64 * 1024 * 1024
 # Function URLs deliver only these as text; every other type (or none) arrives as base64.
 _TEXT_TYPES = frozenset({"application/json", "application/xml", "application/javascript"})
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -58,6 +60,20 @@ def _request_time(epoch: float) -> str:
     return f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{time.strftime('%H:%M:%S', t)} +0000"
 
 
+def _split_target(target: str) -> tuple[str, str]:
+    """Request target -> (raw path, query string), the path taken verbatim.
+
+    ``urlsplit`` would read ``//predict`` as a network location and route it to ``/``;
+    a Function URL passes ``//predict`` on as the path (and the function answers 404).
+    Absolute-form targets (``http://host/path``, as proxies send) keep only their path.
+    """
+    if target[:7].lower() == "http://" or target[:8].lower() == "https://":
+        parts = urlsplit(target)
+        return parts.path or "/", parts.query
+    path, _sep, query = target.partition("?")
+    return path or "/", query
+
+
 def build_event(
     method: str,
     target: str,
@@ -72,8 +88,7 @@ def build_event(
     """The Function URL (payload 2.0) event Lambda would build for this HTTP request."""
     now = time.time() if now is None else now
     request_id = request_id or str(uuid.uuid4())
-    parts = urlsplit(target)
-    raw_path = parts.path or "/"
+    raw_path, query = _split_target(target)
 
     merged: dict[str, str] = {}
     cookies: list[str] = []
@@ -93,14 +108,14 @@ def build_event(
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": raw_path,
-        "rawQueryString": parts.query,
+        "rawQueryString": query,
     }
     if cookies:
         event["cookies"] = cookies
     event["headers"] = merged
-    if parts.query:
+    if query:
         params: dict[str, str] = {}
-        for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        for k, v in parse_qsl(query, keep_blank_values=True):
             params[k] = f"{params[k]},{v}" if k in params else v
         event["queryStringParameters"] = params
     event["requestContext"] = {
@@ -181,25 +196,27 @@ def to_http_response(result: Any) -> HttpResponse:
         headers.append((str(name), str(value)))
     for cookie in result.get("cookies") or []:
         headers.append(("Set-Cookie", str(cookie)))
-    body = result.get("body")
-    if body is None:
-        data = b""
-    elif isinstance(body, str):
-        if result.get("isBase64Encoded"):
-            try:
-                data = base64.b64decode(body, validate=True)
-            except ValueError:
-                return _internal_error()
-        else:
-            data = body.encode("utf-8")
-    else:  # a non-string body is serialised, as Lambda does
-        try:
-            data = json.dumps(body).encode("utf-8")
-        except (TypeError, ValueError):
-            return _internal_error()
-    if len(data) > MAX_PAYLOAD_BYTES:
+    data = _response_body(result.get("body"), bool(result.get("isBase64Encoded")))
+    if data is None or len(data) > MAX_PAYLOAD_BYTES:
         return _internal_error()
     return HttpResponse(status, headers, data)
+
+
+def _response_body(body: Any, is_base64: bool) -> bytes | None:
+    """A structured response's body as bytes; None when a Function URL could not send it."""
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        if not is_base64:
+            return body.encode("utf-8")
+        try:
+            return base64.b64decode(body, validate=True)
+        except ValueError:
+            return None
+    try:  # a non-string body is serialised, as Lambda does
+        return json.dumps(body).encode("utf-8")
+    except (TypeError, ValueError):
+        return None
 
 
 class FunctionUrlServer(ThreadingHTTPServer):
@@ -255,7 +272,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             body = self._read_body()
             event = build_event(
                 self.command,
-                self.path,
+                self._raw_target(),
                 list(self.headers.items()),
                 body,
                 source_ip=self.client_address[0],
@@ -278,6 +295,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 f"({ms:.0f} ms)\n"
             )
 
+    def _raw_target(self) -> str:
+        """The request target as sent: http.server collapses a leading ``//`` in ``self.path``
+        (its own open-redirect guard), but a Function URL passes it on unchanged."""
+        words = self.requestline.split()
+        return words[1] if len(words) == 3 else self.path
+
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._read_chunked()
@@ -297,25 +320,40 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _read_chunked(self) -> bytes:
+        """A chunked body, strictly: every size is 1-16 hex digits (``int(x, 16)`` would also
+        take ``-1``, ``+5``, ``0x10`` and ``1_0``; ``-1`` then read to EOF past the cap), each
+        chunk is complete and followed by CRLF. Anything else is a 400."""
         parts: list[bytes] = []
         total = 0
         while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise BadRequest("malformed chunked request body") from None
+            size = self._chunk_size(self.rfile.readline(1024))
             if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
+                for _ in range(100):  # trailer fields, then the empty line
+                    if self.rfile.readline(1024) in (b"\r\n", b"\n", b""):
+                        return b"".join(parts)
+                raise self._malformed("too many trailer fields")
             total += size
             if total > MAX_PAYLOAD_BYTES:
                 self.close_connection = True
                 raise PayloadTooLarge("request body is over Lambda's 6 MB limit")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(16)  # CRLF after each chunk
+            data = self.rfile.read(size)
+            if len(data) < size:
+                raise self._malformed("a chunk ended early")
+            parts.append(data)
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise self._malformed("a chunk is not followed by CRLF")
+
+    def _chunk_size(self, line: bytes) -> int:
+        if not line.endswith(b"\n"):
+            raise self._malformed("a chunk-size line is missing or too long")
+        size = line.split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size):
+            raise self._malformed(f"invalid chunk size {size[:20]!r}")
+        return int(size, 16)
+
+    def _malformed(self, why: str) -> BadRequest:
+        self.close_connection = True  # the framing is lost: nothing after this can be trusted
+        return BadRequest(f"malformed chunked request body: {why}")
 
     def _discard(self, length: int) -> None:
         if length > _DRAIN_LIMIT:
@@ -342,7 +380,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # _handle writes one access line itself (only when access_log is on)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers methods without a do_<METHOD> with its own 501 text/html page;
+        # a Function URL passes every method to the function, which answers 405 JSON.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
 
 def load_handler() -> Handler:

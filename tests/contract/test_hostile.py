@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from localtools.context import LambdaContext
+from localtools.localserver import build_event, make_server
 from tests.conftest import REPO_ROOT, b64, image_bytes
 from yogapose import imaging
 from yogapose.deadline import DEFAULT_BUDGET_S, MARGIN_S, Deadline, DeadlineExceeded
@@ -430,3 +431,90 @@ def test_a_lone_surrogate_in_a_url_is_a_400_and_keeps_the_log_line(handler, even
     done = [line for line in lines if line.get("message") == "request done"]
     assert len(done) == 1 and done[0]["status"] == 400, lines
     assert "Logging error" not in capfd.readouterr().err
+
+
+# ------------------------------------------------------------------ local Function URL server
+
+
+@pytest.fixture
+def local_server(handler):
+    server = make_server(port=0, handler=handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _raw_exchange(server, request: bytes, timeout: float = 3.0) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` without closing our side; read one response (status, headers, body)."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed without a response: {data!r}"
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        while len(body) < int(headers.get("content-length", 0)):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def _chunked_post(chunks: bytes) -> bytes:
+    return (b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunks)
+
+
+def test_chunk_size_minus_one_is_a_400_not_a_read_to_eof(local_server):
+    """int("-1", 16) is -1 and rfile.read(-1) reads until the client closes: past the 6 MB
+    cap, and here forever, since the client keeps the connection open."""
+    status, headers, body = _raw_exchange(local_server, _chunked_post(b"-1\r\n" + b"x" * 100_000))
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("chunks", [
+    b"+5\r\nhello\r\n0\r\n\r\n",
+    b"0x5\r\nhello\r\n0\r\n\r\n",
+    b"1_0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n",
+    b" \r\nhello\r\n0\r\n\r\n",
+    b"fffffffffffffffff\r\n",  # 17 hex digits
+    b"5\r\nhelloXX0\r\n\r\n",  # no CRLF after the chunk
+], ids=["plus", "0x", "underscore", "blank", "too-long", "no-crlf"])
+def test_malformed_chunk_framing_is_a_400(local_server, chunks):
+    status, _, body = _raw_exchange(local_server, _chunked_post(chunks))
+    assert status == 400, body
+    assert "chunked" in json.loads(body)["error"]["message"]
+
+
+def test_a_well_formed_chunked_body_still_works(local_server, images):
+    payload = json.dumps({"image": b64(images["jpeg"])}).encode()
+    chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(payload[i:i + 1000]), payload[i:i + 1000])
+                      for i in range(0, len(payload), 1000)) + b"0\r\nX-Trailer: 1\r\n\r\n"
+    status, _, body = _raw_exchange(local_server, _chunked_post(chunks))
+    assert status == 200 and len(json.loads(body)) == 6
+
+
+def test_a_double_slash_path_is_a_404_like_a_function_url(local_server):
+    status, headers, body = _raw_exchange(
+        local_server, b"POST //predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n"
+                      b"Content-Type: application/json\r\n\r\n{}")
+    assert status == 404 and headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "not_found"
+    assert build_event("GET", "/health?a=1", [], b"")["rawPath"] == "/health"
+    assert build_event("GET", "//health?a=1", [], b"")["rawQueryString"] == "a=1"
+
+
+@pytest.mark.parametrize("method", [b"PROPFIND", b"TRACE", b"CONNECT"])
+def test_methods_without_a_handler_get_the_functions_405_json(local_server, method):
+    status, headers, body = _raw_exchange(
+        local_server, method + b" /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+    assert status == 405 and headers["content-type"] == "application/json", body
+    assert json.loads(body)["error"]["code"] == "method_not_allowed"
