@@ -1,1 +1,2 @@
-"""Contract tests: the handler's events, responses and errors as clients see them (also through the local server and S3)."""
+"""Contract tests: the handler's events, responses and errors as clients see them (also through the
+local server and S3)."""

@@ -59,9 +59,11 @@ def tiny_png(size=(1, 1)) -> bytes:
     return image_bytes("PNG", size=size)
 
 
-SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="400" height="300"><rect width="400" height="300" fill="red"/></svg>'
+SVG = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="400" height="300">'
+       b'<rect width="400" height="300" fill="red"/></svg>')
 HTML = b"<!doctype html><html><head><title>pose</title></head><body><img src=x></body></html>"
-PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Count 0>>endobj\n"
+       b"trailer<</Root 1 0 R>>\n%%EOF\n")
 
 
 # ------------------------------------------------------------------ the corpus
@@ -178,13 +180,15 @@ CASES = [
     Case("http-json-batch-over-limit", lambda c: c.http_json({"urls": ["https://example.com/a.jpg"] * 17}), 400),
     Case("http-json-images-nested-wrong-type", lambda c: c.http_json({"images": [[b64(c.images["jpeg"])]]}), 400),
     Case("http-bad-base64-body", lambda c: c.http(body="%%%%", content_type="image/jpeg", base64_flag=True), 400),
-    Case("http-invalid-utf8-json", lambda c: c.http(body=b"{\"url\": \"\xff\xfe\"}", content_type="application/json"), 400),
+    Case("http-invalid-utf8-json",
+         lambda c: c.http(body=b"{\"url\": \"\xff\xfe\"}", content_type="application/json"), 400),
     Case("http-isbase64-not-bool", lambda c: c.http(body="{}", isBase64Encoded="yes"), 400),
     Case("http-body-not-string", lambda c: {**c.http(body="{}"), "body": 12345}, 400),
     Case("http-headers-not-object", lambda c: c.http(body="{}", headers=["content-type", "application/json"]), 400),
     Case("http-request-context-without-http", lambda c: {**c.http(body="{}"), "requestContext": {"http": None}}, 400),
     Case("http-json-huge-body", lambda c: c.http(body='{"image": "' + "A" * (TEN_MB // 3 * 4 + 100_000) + '"}'), 413),
-    Case("http-raw-huge-body", lambda c: c.http(body=b"\xff\xd8" + b"\0" * (TEN_MB + 10), content_type="image/jpeg"), 413),
+    Case("http-raw-huge-body",
+         lambda c: c.http(body=b"\xff\xd8" + b"\0" * (TEN_MB + 10), content_type="image/jpeg"), 413),
     Case("http-private-url-by-default", lambda c: c.http_json({"url": "http://10.0.0.1/pose.jpg"}), 403,
          env={"ALLOW_PRIVATE_URLS": "false"}),
     Case("http-upstream-404", lambda c: c.http_json({"url": c.url("missing.jpg")}), 502),

@@ -167,7 +167,8 @@ def test_silent_endpoint_times_out_504(s3_env: str, monkeypatch: pytest.MonkeyPa
 def _client_error(code: str, status: int):  # type: ignore[no-untyped-def]
     from botocore.exceptions import ClientError
 
-    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "GetObject")
 
 
 @pytest.mark.parametrize(

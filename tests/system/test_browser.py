@@ -229,7 +229,7 @@ def _check_result(pg, labels, expected: str | None) -> str:
     assert probs == sorted(probs, reverse=True)
     assert bars[0][0] == label
     assert sum(probs) == pytest.approx(1.0, abs=1e-3)
-    for _, p, text in bars:  # each bar is readable: a name and a percentage
+    for _, _p, text in bars:  # each bar is readable: a name and a percentage
         assert re.search(r"\S+.*(\d+%|<1%)$", text), text
     assert pg.inner_text("#answer").strip()
     assert pg.locator("#error").inner_text().strip() == ""

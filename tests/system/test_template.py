@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -91,31 +92,33 @@ class Evaluator:
             return node
         if len(node) == 1:
             ((key, arg),) = node.items()
-            if key == "Ref":
-                if arg == "AWS::NoValue":
-                    return NO_VALUE
-                return self.params.get(arg, node)
-            if key == "Condition":
-                return self.condition(arg)
-            if key == "Fn::If":
-                return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
-            if key == "Fn::Equals":
-                a, b = (self.resolve(x) for x in arg)
-                return str(a) == str(b)
-            if key == "Fn::Not":
-                return not self.resolve(arg[0])
-            if key == "Fn::Or":
-                return any(self.resolve(x) for x in arg)
-            if key == "Fn::And":
-                return all(self.resolve(x) for x in arg)
-            if key == "Fn::Sub" and isinstance(arg, str):
-                return re.sub(r"\$\{([\w:]+)\}", lambda m: self.params.get(m[1], m[0]), arg)
+            intrinsic = self.INTRINSICS.get(key)
+            if intrinsic is not None and not (key == "Fn::Sub" and not isinstance(arg, str)):
+                return intrinsic(self, arg)
         out = {}
         for key, value in node.items():
             value = self.resolve(value)
             if value is not NO_VALUE:
                 out[key] = value
         return out
+
+    def _ref(self, arg):
+        return NO_VALUE if arg == "AWS::NoValue" else self.params.get(arg, {"Ref": arg})
+
+    def _equals(self, arg) -> bool:
+        a, b = (self.resolve(x) for x in arg)
+        return str(a) == str(b)
+
+    INTRINSICS: ClassVar[dict] = {
+        "Ref": _ref,
+        "Condition": lambda self, arg: self.condition(arg),
+        "Fn::If": lambda self, arg: self.resolve(arg[1] if self.condition(arg[0]) else arg[2]),
+        "Fn::Equals": _equals,
+        "Fn::Not": lambda self, arg: not self.resolve(arg[0]),
+        "Fn::Or": lambda self, arg: any(self.resolve(x) for x in arg),
+        "Fn::And": lambda self, arg: all(self.resolve(x) for x in arg),
+        "Fn::Sub": lambda self, arg: re.sub(r"\$\{([\w:]+)\}", lambda m: self.params.get(m[1], m[0]), arg),
+    }
 
     def resources(self) -> dict[str, dict]:
         return {

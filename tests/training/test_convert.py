@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-tf = pytest.importorskip("tensorflow", reason="training extras (tensorflow) not installed: pipenv sync --categories train")
-
 from convert import convert as conv
 from convert import evaluate as ev
 from convert import pipeline
 from tests.tinymodel import LABELS, build_keras_tiny
 from yogapose.metadata import Preprocessing, load_metadata, sha256_file
+
+tf = pytest.importorskip("tensorflow",
+                         reason="training extras (tensorflow) not installed: pipenv sync --categories train")
 
 PREP = Preprocessing()
 
@@ -154,7 +155,8 @@ def test_pipeline_ships_exactly_one_model(tmp_path, dataset, keras_model):
     code = pipeline.main(["--data", str(dataset), "--keras", str(keras_path), "--build", str(tmp_path / "build"),
                           "--model-dir", str(model_dir), "--variants", "float32,float16", "--calibration-images", "12"])
     assert code == 0
-    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "confusion.png", "yoga-pose.json", "yoga-pose.tflite"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "confusion.png", "yoga-pose.json",
+                                                           "yoga-pose.tflite"]
     meta = json.loads((model_dir / "yoga-pose.json").read_text())
     assert meta["model_file"] == "yoga-pose.tflite" and meta["sha256"] == sha256_file(model_dir / "yoga-pose.tflite")
     assert set(meta["validation"]) == {"real", "cgi", "all"}
@@ -198,5 +200,5 @@ def test_synthetic_mask_reads_the_manifest(dataset):
     with open(dataset / "manifest.csv", newline="") as f:
         cgi = {r["file"] for r in csv.DictReader(f) if r["synthetic"] == "1"}
     assert cgi and mask.sum() == len(cgi)
-    assert {p.relative_to(dataset).as_posix() for p, m in zip(files, mask) if m} == cgi
+    assert {p.relative_to(dataset).as_posix() for p, m in zip(files, mask, strict=True) if m} == cgi
     assert not synthetic_mask(dataset / "val", files).any()  # no manifest there: all real

@@ -4,7 +4,8 @@ The photos are not hand-picked: the first ``PER_CLASS`` real photographs (not CG
 of each class in ``../shared/data/yoga/val``, sorted by file name. The model must get at least
 ``MIN_ACCURACY`` of them right: well below its measured real-photo val accuracy (model card),
 so sampling noise on 60 photos cannot fail it, while a broken handler path (wrong labels,
-preprocessing or orientation) lands near chance (1/6) and does. Skips, with the reason, when the model or ``../shared`` is absent.
+preprocessing or orientation) lands near chance (1/6) and does. Skips, with the reason, when the
+model or ``../shared`` is absent.
 """
 
 from __future__ import annotations

@@ -356,7 +356,8 @@ def test_compressed_body_is_refused_not_decompressed(raw_server, encoding: str) 
     import gzip
 
     bomb = gzip.compress(b"\0" * 2_000_000)  # 2 MB of zeros in ~2 KB
-    server = raw_server(send_response(f"HTTP/1.1 200 OK\nContent-Encoding: {encoding}\nContent-Length: {len(bomb)}\n", bomb))
+    server = raw_server(send_response(
+        f"HTTP/1.1 200 OK\nContent-Encoding: {encoding}\nContent-Length: {len(bomb)}\n", bomb))
     with pytest.raises(UpstreamError, match="compressed"):
         fetch(server.url(), Settings(allow_private=True, max_bytes=100_000))
     assert b"accept-encoding: identity" in server.requests[0].lower()
@@ -376,7 +377,8 @@ def test_redirect_chain_within_limit(httpserver: HTTPServer) -> None:
     base = f"http://127.0.0.1:{httpserver.port}"
     httpserver.expect_request("/a").respond_with_data(b"", status=301, headers={"Location": f"{base}/b"})
     httpserver.expect_request("/b").respond_with_data(b"", status=302, headers={"Location": "/c/d"})  # absolute path
-    httpserver.expect_request("/c/d").respond_with_data(b"", status=307, headers={"Location": "../e.jpg?sig=1"})  # relative
+    httpserver.expect_request("/c/d").respond_with_data(
+        b"", status=307, headers={"Location": "../e.jpg?sig=1"})  # relative
     httpserver.expect_request("/e.jpg").respond_with_data(image, content_type="image/jpeg")
     got = fetch(f"{base}/a", LOOPBACK)
     assert got.data == image
@@ -420,7 +422,8 @@ def test_redirect_without_location_is_502(httpserver: HTTPServer) -> None:
         "http://user:pw@127.0.0.1/",
     ],
 )
-def test_redirect_to_always_forbidden_target_is_403_even_with_allow_private(httpserver: HTTPServer, location: str) -> None:
+def test_redirect_to_always_forbidden_target_is_403_even_with_allow_private(httpserver: HTTPServer,
+                                                                             location: str) -> None:
     # ALLOW_PRIVATE_URLS opens loopback/RFC 1918 for tests; metadata endpoints stay closed.
     httpserver.expect_request("/r").respond_with_data(b"", status=302, headers={"Location": location})
     with pytest.raises(TargetNotAllowed) as info:
@@ -433,7 +436,8 @@ def test_redirect_to_private_address_is_403_under_the_default_policy(httpserver:
     # every redirect target is then judged by the real, unmodified rules.
     real = netguard.forbidden_reason
     server_ip = ipaddress.ip_address("127.0.0.1")
-    monkeypatch.setattr(netguard, "forbidden_reason", lambda ip, allow_private=False: None if ip == server_ip else real(ip, allow_private))
+    monkeypatch.setattr(netguard, "forbidden_reason",
+                        lambda ip, allow_private=False: None if ip == server_ip else real(ip, allow_private))
     port = httpserver.port
     targets = ["http://10.0.0.1/x.jpg", f"http://127.0.0.2:{port}/x.jpg", f"http://localhost:{port}/x.jpg",
                "http://192.168.1.1/", f"http://[::1]:{port}/x.jpg", "http://100.64.0.1/"]
@@ -441,7 +445,7 @@ def test_redirect_to_private_address_is_403_under_the_default_policy(httpserver:
         httpserver.expect_request(f"/r{i}").respond_with_data(b"", status=302, headers={"Location": target})
     httpserver.expect_request("/ok").respond_with_data(b"fine")
     assert fetch(httpserver.url_for("/ok"), Settings()).data == b"fine"  # the stand-in really is allowed
-    for i, target in enumerate(targets):
+    for i in range(len(targets)):
         with pytest.raises(TargetNotAllowed):
             fetch(httpserver.url_for(f"/r{i}"), Settings(connect_timeout=0.5, fetch_deadline=2))
     assert len(httpserver.log) == 1 + len(targets)  # no request ever followed a redirect
@@ -499,7 +503,8 @@ def _make_cert(tmp_path: Path, common_name: str) -> tuple[Path, Path, Path]:
     ca_path, cert_path, key_path = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
     return ca_path, cert_path, key_path
 
 
@@ -558,7 +563,8 @@ def test_plain_http_on_an_https_url_is_502(raw_server) -> None:
 
 
 def test_non_image_body_is_415_after_fetch(httpserver: HTTPServer) -> None:
-    httpserver.expect_request("/page").respond_with_data(b"<!doctype html><html><body>hi</body></html>", content_type="text/html")
+    httpserver.expect_request("/page").respond_with_data(b"<!doctype html><html><body>hi</body></html>",
+                                                         content_type="text/html")
     got = fetch(httpserver.url_for("/page"), LOOPBACK)
     assert got.content_type == "text/html"
     with pytest.raises(UnsupportedImage) as info:

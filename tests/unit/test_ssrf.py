@@ -190,7 +190,8 @@ def test_names_resolving_to_forbidden_addresses_are_refused(host: str, addresses
     def fake_getaddrinfo(name, port, *args, **kwargs):  # type: ignore[no-untyped-def]
         lookups.append(name)
         return [
-            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port) if ":" not in a else (a, port, 0, 0))
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+             (a, port) if ":" not in a else (a, port, 0, 0))
             for a in addresses
         ]
 
@@ -224,7 +225,8 @@ def test_rebinding_connection_goes_to_the_checked_address(loopback_httpserver: H
     server.expect_request("/pose.jpg").respond_with_data(b"from-checked-address")
     calls: list[str] = []
     monkeypatch.setattr(socket, "getaddrinfo", _rebinding_resolver("127.0.0.1", "169.254.169.254", calls))
-    got = fetch(f"http://rebind.example:{server.port}/pose.jpg", Settings(allow_private=True, connect_timeout=0.5, fetch_deadline=2))
+    got = fetch(f"http://rebind.example:{server.port}/pose.jpg",
+                Settings(allow_private=True, connect_timeout=0.5, fetch_deadline=2))
     assert got.data == b"from-checked-address"
     assert calls == ["rebind.example"]
     # The Host header still names the host from the URL, not the IP we pinned.
@@ -322,7 +324,8 @@ def test_names_are_not_ip_literals(host: str) -> None:
     assert netguard.parse_ipv4_literal(host) is None
 
 
-@pytest.mark.parametrize("host", ["4294967296", "1.2.3.4.5", "256.0.0.1", "1.2.65536", "08.0.0.1", "0x1g.0.0.1", "example.123"])
+@pytest.mark.parametrize("host", ["4294967296", "1.2.3.4.5", "256.0.0.1", "1.2.65536", "08.0.0.1", "0x1g.0.0.1",
+                                  "example.123"])
 def test_invalid_numeric_hosts_are_bad_requests(host: str) -> None:
     with pytest.raises(BadRequest):
         netguard.normalize_host(host)
@@ -340,6 +343,8 @@ def test_fetch_module_does_not_import_boto3_or_requests() -> None:
     import subprocess
     import sys
 
-    code = "import sys, yogapose.fetch; print('boto3' in sys.modules, 'requests' in sys.modules, 'urllib3' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=fetch_mod.__file__.rsplit("/yogapose/", 1)[0])
+    code = ("import sys, yogapose.fetch; "
+            "print('boto3' in sys.modules, 'requests' in sys.modules, 'urllib3' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=fetch_mod.__file__.rsplit("/yogapose/", 1)[0])
     assert out.stdout.split() == ["False", "False", "False"]
