@@ -42,6 +42,7 @@ from bench.float32 import float32_copy
 from bench.images import IMAGE_NAMES, ensure_images
 from bench.refenv import REF_VENV, ensure_ref_venv
 from bench.wcommon import MARK, parse_messages, percentile
+from yogapose.metadata import sha256_file
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -144,16 +145,6 @@ def summarize_cold(samples: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- inputs
 
-def sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_models(args) -> dict:
     """The shipped model, any variants from a training run, the Keras model, and the
     reference's model: a float32 copy of the shipped model's own weights (bench.float32)."""
@@ -186,8 +177,8 @@ def resolve_models(args) -> dict:
         notes.append("float32 row: the shipped weights dequantized (bench/float32.py), not a training variant")
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
     have = {v: p for v, p in have.items() if v in wanted}
-    digest = sha256(model)
-    shipped_variant = next((v for v, p in have.items() if sha256(p) == digest), None)
+    digest = sha256_file(model)
+    shipped_variant = next((v for v, p in have.items() if sha256_file(p) == digest), None)
     if shipped_variant is None:
         # Not one of the variants (or no variants): bench it under its own name.
         have = {"shipped": model, **have}
@@ -203,7 +194,7 @@ def model_facts(path: str) -> dict:
 
     meta_path = Path(path).with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    facts = {"path": path, "mb": Path(path).stat().st_size / 1e6, "sha256": sha256(Path(path)),
+    facts = {"path": path, "mb": Path(path).stat().st_size / 1e6, "sha256": sha256_file(Path(path)),
              "labels": meta.get("labels"), "quantization": meta.get("quantization")}
     try:
         facts["flops"] = model_flops(path)
