@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from . import b64
+from . import b64, formats
 from .errors import (
     BadRequest,
     MethodNotAllowed,
@@ -37,10 +37,7 @@ from .errors import (
 )
 
 # Media types sent as raw image bytes in the body (the decoder sniffs the real format).
-IMAGE_MEDIA_TYPES = frozenset({
-    "image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/gif",
-    "image/bmp", "image/x-ms-bmp", "application/octet-stream",
-})
+IMAGE_MEDIA_TYPES = formats.MEDIA_TYPES | {"application/octet-stream"}
 # Bodies that may be either JSON or raw bytes (curl -d / --data-binary sends form-urlencoded).
 _SNIFFED_MEDIA_TYPES = frozenset({"", "text/plain", "application/x-www-form-urlencoded"})
 # Room for the JSON around one base64 image in a request body.
@@ -274,7 +271,7 @@ def read_body(req: HttpRequest, max_bytes: int) -> Body:
         return Body(image=data)
     if media.startswith("image/"):
         raise UnsupportedImage(
-            f"Content-Type {media} is not supported; send JPEG, PNG, WebP, BMP or GIF"
+            f"Content-Type {media} is not supported; send {formats.NAMES}"
         )
     is_json = media == JSON_TYPE or media.endswith("+json")
     if not is_json and media not in _SNIFFED_MEDIA_TYPES:
