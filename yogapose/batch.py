@@ -31,6 +31,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_plus
 
+from . import formats
 from .deadline import DeadlineExceeded
 from .errors import BadRequest, PoseError, UnsupportedImage, UpstreamError
 from .observability import RequestStats, logger
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 #: File name extensions bulk runs pick up (what ``yogapose.imaging`` decodes); the decoder
 #: still sniffs the real format, so a misnamed file gets a clear per-item error.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif"})
+IMAGE_EXTENSIONS = formats.EXTENSIONS
 
 #: Keys of a successful record, in CSV column order (``probabilities`` becomes one column per
 #: label); failed records carry ``source`` and ``error`` instead.
