@@ -39,6 +39,8 @@ FORMATS: tuple[ImageFormat, ...] = (
     ImageFormat("GIF", "GIF", "image/gif", (), (b"GIF87a", b"GIF89a"), extensions=(".gif",)),
 )
 
+JPEG, PNG, WEBP, BMP, GIF = FORMATS
+
 #: Pillow plugin names, in the order ``Image.open`` may try them.
 PILLOW_NAMES: tuple[str, ...] = tuple(f.pillow for f in FORMATS)
 #: Every media type a raw image upload may carry (the bytes are sniffed regardless).

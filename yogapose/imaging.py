@@ -135,7 +135,7 @@ def open_image(
     fmt = formats.sniff(data)
     if fmt is None:
         raise UnsupportedImage(f"not a supported image (allowed: {formats.NAMES})")
-    if fmt.pillow == "JPEG":
+    if fmt is formats.JPEG:
         check_jpeg_structure(data)
     deadline = deadline or Deadline.never()
     deadline.check("decoding the image")
@@ -151,8 +151,8 @@ def open_image(
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 raise UnsupportedImage(f"cannot read image header: {_short(exc)}") from None
             _check_size(img, fmt, max_pixels)
-            orientation = _orientation(img) if fmt.pillow == "JPEG" else 1
-            if draft_size is not None and jpeg_draft and fmt.pillow == "JPEG":
+            orientation = _orientation(img) if fmt is formats.JPEG else 1
+            if draft_size is not None and jpeg_draft and fmt is formats.JPEG:
                 # Must happen before load(); picks the largest DCT scale still >= draft_size.
                 img.draft("RGB", _stored_size(draft_size, orientation))
             try:
@@ -180,7 +180,7 @@ def _check_size(img: Image.Image, fmt: formats.ImageFormat, max_pixels: int) -> 
         raise UnusableImage(
             f"image has {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
         )
-    if fmt.pillow == "WEBP" and width * height > MAX_WEBP_PIXELS:
+    if fmt is formats.WEBP and width * height > MAX_WEBP_PIXELS:
         raise UnusableImage(
             f"WebP image has {width}x{height} = {width * height} pixels, over the WebP limit of "
             f"{MAX_WEBP_PIXELS} (its decoder needs several full-size buffers); send a JPEG"
