@@ -58,3 +58,15 @@ def test_the_app_answers_every_action(make_app) -> None:
             continue  # needs a body; the contract tests cover it
         resp = app.respond(action, request("GET", "/"), {}, RequestStats())
         assert resp["statusCode"] in (200, 204), action
+
+
+def test_readme_route_table_is_the_route_table() -> None:
+    """Every `METHOD /path` in the README's Function URL table is a table entry and back."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Function URL (HTTPS)", 1)[1].split("\n\n", 2)[1]
+    routes = {(m, p) for line in section.splitlines() if line.startswith("| `")
+              for m, p in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[\w/]*)`", line.split("|")[1])}
+    assert routes == set(edge.ROUTE_TABLE)
