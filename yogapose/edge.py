@@ -44,7 +44,6 @@ _SNIFFED_MEDIA_TYPES = frozenset({"", "text/plain", "application/x-www-form-urle
 JSON_BODY_SLACK = 64 * 1024
 
 
-
 class Action(StrEnum):
     """What a routed HTTP request asks for; ``App`` has one responder per action."""
 
