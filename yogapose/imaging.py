@@ -8,8 +8,9 @@ Decoding is bounded in work, memory and time, whatever the bytes claim:
 * **Pixels**: at most ``max_pixels``, from the header, before any decoder runs.
 * **Work**: a JPEG's marker segments are walked before decoding; more than
   :data:`MAX_JPEG_SCANS` scans (each one a pass over every block) or
-  :data:`MAX_JPEG_SEGMENTS` segments is refused. Every other format decodes in time linear
-  in its bytes, and every read Pillow makes (header parsing loops included) passes a clock
+  :data:`MAX_JPEG_SEGMENTS` segments is refused, as are RLE-compressed BMPs over
+  :data:`MAX_BMP_RLE_BYTES` (Pillow decodes those in Python). Every other format decodes in
+  time linear in its bytes, and every read Pillow makes (header parsing loops included) passes a clock
   check: :data:`DECODE_BUDGET_S` per image, or less when the request's deadline is nearer.
 * **Memory**: the image is reduced as soon as it is decoded (JPEG: libjpeg's draft scaling
   while decoding; then integer box reduction in strips, with the colour conversion and
@@ -55,6 +56,9 @@ MAX_JPEG_COEF_BYTES = 160 * 1024 * 1024
 # decoding a third buffer): ~16 bytes per pixel at the peak (250 MB measured at 16 MP). 13 MP
 # passes every 12 MP phone photo and keeps that near 200 MB.
 MAX_WEBP_PIXELS = 13_000_000
+# Pillow decodes RLE-compressed BMPs in Python, ~1 s per MB of runs (10 MB of one-pixel runs:
+# 10 s). Real RLE BMPs are small drawings; photos are stored uncompressed.
+MAX_BMP_RLE_BYTES = 1 << 20
 # Wall-clock bound for decoding one image (the request's deadline may cut it shorter). A
 # 40 MP PNG decodes in ~1 s on one Lambda vCPU; linear-time hostile files (10 MB of tiny
 # PNG chunks or GIF sub-blocks) take ~2 s.
@@ -137,6 +141,8 @@ def open_image(
         raise UnsupportedImage(f"not a supported image (allowed: {formats.NAMES})")
     if fmt is formats.JPEG:
         check_jpeg_structure(data)
+    elif fmt is formats.BMP:
+        _check_bmp_structure(data)
     deadline = deadline or Deadline.never()
     deadline.check("decoding the image")
     budget_end = time.monotonic() + DECODE_BUDGET_S
@@ -269,6 +275,18 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int], peak: float = 25
         return canvas
     # CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, L, 1, P without transparency.
     return img.convert("RGB")
+
+
+def _check_bmp_structure(data: bytes) -> None:
+    """Refuse RLE-compressed BMPs (compression 1 or 2 in a BITMAPINFOHEADER or later) over
+    :data:`MAX_BMP_RLE_BYTES`; Pillow reports anything malformed itself."""
+    if len(data) >= 34 and int.from_bytes(data[14:18], "little") >= 40:
+        compression = int.from_bytes(data[30:34], "little")
+        if compression in (1, 2) and len(data) > MAX_BMP_RLE_BYTES:
+            raise UnusableImage(
+                f"RLE-compressed BMP of {len(data)} bytes is over the limit of {MAX_BMP_RLE_BYTES} "
+                "for that encoding (it decodes slowly); send a PNG or JPEG"
+            )
 
 
 # ----------------------------------------------------------------------- JPEG structure

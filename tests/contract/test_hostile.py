@@ -518,3 +518,27 @@ def test_methods_without_a_handler_get_the_functions_405_json(local_server, meth
         local_server, method + b" /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
     assert status == 405 and headers["content-type"] == "application/json", body
     assert json.loads(body)["error"]["code"] == "method_not_allowed"
+
+
+# ------------------------------------------------------------------ BMP RLE
+
+
+def rle8_bmp(size: tuple[int, int], pixel_data: bytes) -> bytes:
+    """A BMP (BITMAPINFOHEADER, compression 1 = RLE8, grey palette) with ``pixel_data`` runs."""
+    width, height = size
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixel_data), 2835, 2835, 256, 0)
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixel_data), 0, 0, offset) + info + palette + pixel_data
+
+
+def test_a_big_rle_bmp_is_refused_before_pillows_python_decoder_runs():
+    """10 MB of one-pixel runs took Pillow's (pure Python) RLE decoder ~10 s."""
+    data = rle8_bmp((6000, 6000), b"\x01\x05" * 5_000_000 + b"\x00\x01")
+    started = time.perf_counter()
+    with pytest.raises(UnusableImage, match="RLE-compressed BMP"):
+        imaging.open_image(data, 40_000_000, (300, 300))
+    assert time.perf_counter() - started < 0.1
+    row = b"\x40\xc8\x00\x00"  # 64 pixels of grey 200, end of line
+    small = imaging.open_image(rle8_bmp((64, 64), row * 64 + b"\x00\x01"), 40_000_000)
+    assert small.size == (64, 64) and small.getpixel((10, 10)) == (200, 200, 200)
