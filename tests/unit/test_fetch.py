@@ -35,13 +35,13 @@ from yogapose.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from yogapose.fetch import Fetched, fetch, redact_url
+from yogapose.fetch import Fetched, FetchLimits, fetch, redact_url
 from yogapose.imaging import preprocess_bytes
 from yogapose.metadata import Preprocessing
 
 pytestmark = pytest.mark.timeout(30)
 
-LOOPBACK = Settings(allow_private=True, connect_timeout=1.0, read_timeout=1.0, fetch_deadline=5.0)
+LOOPBACK = FetchLimits(allow_private=True, connect_timeout=1.0, read_timeout=1.0, fetch_deadline=5.0)
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_ok_returns_bytes_and_content_type(httpserver: HTTPServer) -> None:
 
 def test_sends_honest_user_agent_and_identity_encoding(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/ua").respond_with_data(b"x")
-    settings = Settings(allow_private=True, user_agent="yogapose-test/9 (unit test)")
+    settings = FetchLimits(allow_private=True, user_agent="yogapose-test/9 (unit test)")
     fetch(httpserver.url_for("/ua"), settings)
     headers = httpserver.log[0][0].headers
     assert headers["User-Agent"] == "yogapose-test/9 (unit test)"
@@ -227,7 +227,7 @@ def test_server_that_never_answers_times_out_504(raw_server) -> None:
         stop.wait(10)
 
     server = raw_server(script)
-    settings = Settings(allow_private=True, read_timeout=0.3, fetch_deadline=3.0)
+    settings = FetchLimits(allow_private=True, read_timeout=0.3, fetch_deadline=3.0)
     with pytest.raises(UpstreamTimeout) as info:
         fetch(server.url(), settings)
     assert info.value.http_status == 504
@@ -243,7 +243,7 @@ def test_header_drip_cannot_outlast_the_deadline_504(raw_server) -> None:
             conn.sendall(bytes([byte]))
 
     server = raw_server(script)
-    settings = Settings(allow_private=True, read_timeout=0.5, fetch_deadline=0.8)
+    settings = FetchLimits(allow_private=True, read_timeout=0.5, fetch_deadline=0.8)
     with pytest.raises(UpstreamTimeout, match="deadline"):
         fetch(server.url(), settings)
 
@@ -258,7 +258,7 @@ def test_slow_drip_body_exceeding_the_deadline_is_504(raw_server) -> None:
             conn.sendall(b"0123456789")
 
     server = raw_server(script)
-    settings = Settings(allow_private=True, read_timeout=0.5, fetch_deadline=0.8)
+    settings = FetchLimits(allow_private=True, read_timeout=0.5, fetch_deadline=0.8)
     with pytest.raises(UpstreamTimeout, match="deadline"):
         fetch(server.url(), settings)
 
@@ -273,7 +273,7 @@ def test_slow_handler_with_httpserver_is_504(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/slow").respond_with_handler(slow)
     try:
         with pytest.raises(UpstreamTimeout):
-            fetch(httpserver.url_for("/slow"), Settings(allow_private=True, read_timeout=0.5, fetch_deadline=1.0))
+            fetch(httpserver.url_for("/slow"), FetchLimits(allow_private=True, read_timeout=0.5, fetch_deadline=1.0))
     finally:
         release.set()  # free the single-threaded server for the next test
 
@@ -289,7 +289,7 @@ def test_content_length_over_cap_is_413_without_reading_the_body(raw_server) -> 
 
     server = raw_server(script)
     with pytest.raises(PayloadTooLarge) as info:
-        fetch(server.url(), Settings(allow_private=True, max_bytes=1000, read_timeout=5, fetch_deadline=10))
+        fetch(server.url(), FetchLimits(allow_private=True, max_bytes=1000, read_timeout=5, fetch_deadline=10))
     assert info.value.http_status == 413
     assert "50000000" in info.value.message
 
@@ -297,12 +297,12 @@ def test_content_length_over_cap_is_413_without_reading_the_body(raw_server) -> 
 def test_oversized_with_content_length_from_httpserver_is_413(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/big").respond_with_data(b"x" * 1001, content_type="image/jpeg")
     with pytest.raises(PayloadTooLarge):
-        fetch(httpserver.url_for("/big"), Settings(allow_private=True, max_bytes=1000))
+        fetch(httpserver.url_for("/big"), FetchLimits(allow_private=True, max_bytes=1000))
 
 
 def test_exactly_the_cap_is_fine(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/edge").respond_with_data(b"x" * 1000)
-    assert fetch(httpserver.url_for("/edge"), Settings(allow_private=True, max_bytes=1000)).bytes_read == 1000
+    assert fetch(httpserver.url_for("/edge"), FetchLimits(allow_private=True, max_bytes=1000)).bytes_read == 1000
 
 
 def test_oversized_chunked_stream_is_413(httpserver: HTTPServer) -> None:
@@ -312,7 +312,7 @@ def test_oversized_chunked_stream_is_413(httpserver: HTTPServer) -> None:
 
     httpserver.expect_request("/stream").respond_with_response(Response(endless(), content_type="image/jpeg"))
     with pytest.raises(PayloadTooLarge):
-        fetch(httpserver.url_for("/stream"), Settings(allow_private=True, max_bytes=1000))
+        fetch(httpserver.url_for("/stream"), FetchLimits(allow_private=True, max_bytes=1000))
 
 
 def test_raw_chunked_over_cap_is_413_and_under_cap_is_read(raw_server) -> None:
@@ -330,18 +330,18 @@ def test_raw_chunked_over_cap_is_413_and_under_cap_is_read(raw_server) -> None:
     assert fetch(small.url(), LOOPBACK).data == b"z" * 768
     big = raw_server(chunked(40))
     with pytest.raises(PayloadTooLarge):
-        fetch(big.url(), Settings(allow_private=True, max_bytes=4096))
+        fetch(big.url(), FetchLimits(allow_private=True, max_bytes=4096))
 
 
 def test_no_content_length_close_delimited_over_cap_is_413(raw_server) -> None:
     server = raw_server(send_response("HTTP/1.0 200 OK\nContent-Type: image/jpeg\n", b"w" * 5000))
     with pytest.raises(PayloadTooLarge):
-        fetch(server.url(), Settings(allow_private=True, max_bytes=4096))
+        fetch(server.url(), FetchLimits(allow_private=True, max_bytes=4096))
 
 
 def test_content_length_smaller_than_body_reads_only_declared_bytes(raw_server) -> None:
     server = raw_server(send_response("HTTP/1.1 200 OK\nContent-Length: 100\n", b"a" * 100 + b"b" * 50000))
-    got = fetch(server.url(), Settings(allow_private=True, max_bytes=4096))
+    got = fetch(server.url(), FetchLimits(allow_private=True, max_bytes=4096))
     assert got.data == b"a" * 100
 
 
@@ -359,7 +359,7 @@ def test_compressed_body_is_refused_not_decompressed(raw_server, encoding: str) 
     server = raw_server(send_response(
         f"HTTP/1.1 200 OK\nContent-Encoding: {encoding}\nContent-Length: {len(bomb)}\n", bomb))
     with pytest.raises(UpstreamError, match="compressed"):
-        fetch(server.url(), Settings(allow_private=True, max_bytes=100_000))
+        fetch(server.url(), FetchLimits(allow_private=True, max_bytes=100_000))
     assert b"accept-encoding: identity" in server.requests[0].lower()
 
 
@@ -398,7 +398,7 @@ def test_too_many_redirects_is_502(httpserver: HTTPServer) -> None:
 def test_max_redirects_zero_refuses_the_first_redirect(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/r").respond_with_data(b"", status=301, headers={"Location": "/img"})
     with pytest.raises(UpstreamError, match="more than 0"):
-        fetch(httpserver.url_for("/r"), Settings(allow_private=True, max_redirects=0))
+        fetch(httpserver.url_for("/r"), FetchLimits(allow_private=True, max_redirects=0))
 
 
 def test_redirect_without_location_is_502(httpserver: HTTPServer) -> None:
@@ -444,10 +444,10 @@ def test_redirect_to_private_address_is_403_under_the_default_policy(httpserver:
     for i, target in enumerate(targets):
         httpserver.expect_request(f"/r{i}").respond_with_data(b"", status=302, headers={"Location": target})
     httpserver.expect_request("/ok").respond_with_data(b"fine")
-    assert fetch(httpserver.url_for("/ok"), Settings()).data == b"fine"  # the stand-in really is allowed
+    assert fetch(httpserver.url_for("/ok"), FetchLimits()).data == b"fine"  # the stand-in really is allowed
     for i in range(len(targets)):
         with pytest.raises(TargetNotAllowed):
-            fetch(httpserver.url_for(f"/r{i}"), Settings(connect_timeout=0.5, fetch_deadline=2))
+            fetch(httpserver.url_for(f"/r{i}"), FetchLimits(connect_timeout=0.5, fetch_deadline=2))
     assert len(httpserver.log) == 1 + len(targets)  # no request ever followed a redirect
 
 
@@ -466,7 +466,7 @@ def test_deadline_covers_the_whole_redirect_chain(raw_server) -> None:
         conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Length: 0\r\n\r\n")
 
     server = raw_server(script)
-    settings = Settings(allow_private=True, read_timeout=1.0, fetch_deadline=0.9, max_redirects=5)
+    settings = FetchLimits(allow_private=True, read_timeout=1.0, fetch_deadline=0.9, max_redirects=5)
     with pytest.raises(UpstreamTimeout):
         fetch(server.url(), settings)
     assert 2 <= server.connections <= 4
@@ -568,7 +568,7 @@ def test_non_image_body_is_415_after_fetch(httpserver: HTTPServer) -> None:
     got = fetch(httpserver.url_for("/page"), LOOPBACK)
     assert got.content_type == "text/html"
     with pytest.raises(UnsupportedImage) as info:
-        preprocess_bytes(got.data, Preprocessing(), max_pixels=LOOPBACK.max_pixels)
+        preprocess_bytes(got.data, Preprocessing(), max_pixels=Settings.max_pixels)
     assert info.value.http_status == 415
 
 
@@ -580,14 +580,14 @@ def test_truncated_jpeg_is_422_after_fetch(raw_server) -> None:
     got = fetch(server.url(), LOOPBACK)
     assert got.data == image[:cut]
     with pytest.raises(UnusableImage) as info:
-        preprocess_bytes(got.data, Preprocessing(jpeg_draft=False), max_pixels=LOOPBACK.max_pixels)
+        preprocess_bytes(got.data, Preprocessing(jpeg_draft=False), max_pixels=Settings.max_pixels)
     assert info.value.http_status == 422
 
 
 def test_fetched_image_preprocesses(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/pose.jpg").respond_with_data(jpeg_bytes(), content_type="image/jpeg")
     got = fetch(httpserver.url_for("/pose.jpg"), LOOPBACK)
-    assert preprocess_bytes(got.data, Preprocessing(), max_pixels=LOOPBACK.max_pixels).shape == (1, 150, 150, 3)
+    assert preprocess_bytes(got.data, Preprocessing(), max_pixels=Settings.max_pixels).shape == (1, 150, 150, 3)
 
 
 # ------------------------------------------------------------------------- redact_url
@@ -609,7 +609,7 @@ def test_redact_url(url: object, expected: str) -> None:
 
 
 def test_unexpected_errors_become_502_and_logs_hold_no_query_string(monkeypatch, caplog) -> None:
-    def boom(url: str, settings: Settings, deadline: float) -> Fetched:
+    def boom(url: str, limits: FetchLimits, clock: object) -> Fetched:
         raise ValueError(f"bug while handling {url}")
 
     monkeypatch.setattr(fetch_mod, "_fetch_http", boom)
