@@ -152,6 +152,7 @@ def init_worker(settings: Any, details: bool) -> None:
         handler.setStream(sys.stderr)
     _worker["app"] = get_app(settings)
     _worker["details"] = details
+    _worker["settings"] = (settings, details)
 
 
 def classify_source(source: str) -> dict[str, Any]:
@@ -191,7 +192,8 @@ def classify_all(sources: Sequence[str], settings: Any, details: bool, workers: 
     loads the model once in its initializer; ``map`` hands results back in input order.
     """
     if workers <= 1 or len(sources) <= 1:
-        init_worker(settings, details)
+        if _worker.get("settings") != (settings, details):
+            init_worker(settings, details)
         for source in sources:
             yield classify_source(source)
         return
@@ -356,6 +358,8 @@ def run(arguments: Sequence[str], settings: Any, *, fmt: str | None, output: Pat
     header = not (resume and output is not None and output.exists() and output.stat().st_size > 0)
     stream: IO[str] = sys.stdout if output is None else output.open(
         "a" if resume else "w", encoding="utf-8", newline="")
+    if workers <= 1 or len(sources) <= 1:
+        init_worker(settings, details)  # load the model before the bar: its log lines come first
     progress = _progress(len(sources))
     t0 = time.perf_counter()
     try:
@@ -377,11 +381,11 @@ def run(arguments: Sequence[str], settings: Any, *, fmt: str | None, output: Pat
 
 def _progress(total: int) -> Any:
     """tqdm on stderr, only when stderr is a terminal (never in logs or pipes)."""
+    if not sys.stderr.isatty():
+        return _NoProgress()
     try:
         from tqdm import tqdm
     except ImportError:  # the [cli] group is not installed: run without a bar
-        tqdm = None
-    if tqdm is None or not sys.stderr.isatty():
         return _NoProgress()
     return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 

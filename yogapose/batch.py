@@ -80,10 +80,9 @@ def record(source: str, answer: Mapping[str, Any] | None = None, error: PoseErro
     if error is not None or answer is None:
         err = error if error is not None else PoseError("no answer for this item")
         return {"source": source, "error": err.to_dict()}
-    probs = answer.get("probabilities")
-    detailed = isinstance(probs, Mapping)
-    if not detailed:
-        probs = answer
+    nested = answer.get("probabilities")
+    detailed = isinstance(nested, Mapping)
+    probs: Mapping[str, Any] = nested if isinstance(nested, Mapping) else answer
     top = max(probs, key=probs.__getitem__)
     out: dict[str, Any] = {"source": source, "pose": top, "probability": float(probs[top]),
                            "probabilities": {k: float(v) for k, v in probs.items()}}
