@@ -240,8 +240,9 @@ class FunctionUrlServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        if ":" in str(host):
+        address, port = self.server_address[:2]
+        host = address.decode() if isinstance(address, bytes) else str(address)
+        if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}"
 

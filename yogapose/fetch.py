@@ -324,7 +324,7 @@ class _PinnedConnection(http.client.HTTPConnection):
             sock.close()
             raise
         sock.deadline = self._deadline
-        sock.op_timeout = self.timeout  # type: ignore[assignment]
+        sock.op_timeout = self.timeout
         self.sock = sock
 
 

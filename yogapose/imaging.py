@@ -165,7 +165,7 @@ def open_image(
                 img.decodermaxblock = _DECODE_CHUNK
                 img.load()
                 orientation = _orientation(img)  # PNG may keep eXIf after the pixel data
-                img = _reduce_to_rgb(img, _stored_size(draft_size, orientation), background, src.expires)
+                rgb = _reduce_to_rgb(img, _stored_size(draft_size, orientation), background, src.expires)
             except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
                 raise UnusableImage(f"image data is corrupt or truncated: {_short(exc)}") from None
             except MemoryError:
@@ -177,7 +177,7 @@ def open_image(
             "the file is too large or too complex"
         ) from None
     method = _TRANSPOSE.get(orientation)
-    return img.transpose(method) if method is not None else img
+    return rgb.transpose(method) if method is not None else rgb
 
 
 def _check_size(img: Image.Image, fmt: formats.ImageFormat, max_pixels: int) -> None:
@@ -380,9 +380,10 @@ def resize_image(img: Image.Image, prep: Preprocessing) -> Image.Image:
         resample = _RESAMPLE[prep.interpolation]
     except KeyError:
         raise ValueError(f"unknown interpolation {prep.interpolation!r}") from None
-    if img.size == tuple(prep.size):
+    size = (int(prep.size[0]), int(prep.size[1]))
+    if img.size == size:
         return img
-    return img.resize(tuple(prep.size), resample)
+    return img.resize(size, resample)
 
 
 def load_resized(data: bytes, prep: Preprocessing, max_pixels: int,

@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import threading
+from typing import Any
 
 from .errors import BadRequest, TargetNotAllowed, UpstreamError, UpstreamTimeout
 
@@ -81,7 +82,8 @@ _IPV4_COMPAT = _v6("::/96")
 _LOOPBACK_OR_UNSPEC_V6 = _v6("::/127")
 
 # RFC 6761: these names always mean this machine; refuse them without asking DNS.
-_LOCAL_NAMES = ("localhost", "localhost.localdomain", "localhost6", "localhost6.localdomain6", "ip6-localhost", "ip6-loopback")
+_LOCAL_NAMES = ("localhost", "localhost.localdomain", "localhost6", "localhost6.localdomain6",
+                "ip6-localhost", "ip6-loopback")
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _HEX_NUMBER = re.compile(r"^0x[0-9a-f]*$")
 
@@ -115,15 +117,10 @@ def forbidden_reason(ip: IPAddress, allow_private: bool = False) -> str | None:
                 return f"IPv4-compatible IPv6 address (deprecated form of {v4})"
             reason = forbidden_reason(v4, allow_private)
             return f"{reason} ({kind} form of {v4})" if reason else None
-    for net, reason in ALWAYS_FORBIDDEN:
-        if ip.version == net.version and ip in net:
-            return reason
-    for net, reason in PRIVATE:
-        if ip.version == net.version and ip in net:
-            return None if allow_private else reason
-    for net, reason in SPECIAL:
-        if ip.version == net.version and ip in net:
-            return reason
+    for table, allowed in ((ALWAYS_FORBIDDEN, False), (PRIVATE, allow_private), (SPECIAL, False)):
+        for net, reason in table:
+            if ip.version == net.version and ip in net:
+                return None if allowed else reason
     if ip.version == 6 and ip not in _GLOBAL_UNICAST_V6:
         return "not a global unicast IPv6 address"
     if not ip.is_global:
@@ -234,6 +231,14 @@ def runtime_api_endpoint() -> tuple[IPAddress, int] | None:
         return None
 
 
+def _resolve_error(host: str, error: BaseException) -> UpstreamError:
+    if isinstance(error, socket.gaierror):
+        if error.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+            return UpstreamError(f"host {host} does not resolve (no such domain)")
+        return UpstreamError(f"could not resolve host {host}: {error.strerror or error}")
+    return UpstreamError(f"could not resolve host {host}: {type(error).__name__}")
+
+
 def resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
     """All addresses ``host`` resolves to for TCP, in resolver order, within ``timeout``.
 
@@ -241,7 +246,7 @@ def resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
     for at the deadline (the thread finishes on its own when the resolver gives up).
     DNS failures map to UpstreamError (502), a slow resolver to UpstreamTimeout (504).
     """
-    box: dict[str, object] = {}
+    box: dict[str, Any] = {}  # "infos": getaddrinfo's list, or "error": what it raised
 
     def work() -> None:
         try:
@@ -255,14 +260,10 @@ def resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
     if worker.is_alive():
         raise UpstreamTimeout(f"resolving {host} timed out")
     error = box.get("error")
-    if isinstance(error, socket.gaierror):
-        if error.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
-            raise UpstreamError(f"host {host} does not resolve (no such domain)")
-        raise UpstreamError(f"could not resolve host {host}: {error.strerror or error}")
-    if isinstance(error, BaseException):
-        raise UpstreamError(f"could not resolve host {host}: {type(error).__name__}")
+    if error is not None:
+        raise _resolve_error(host, error)
     addresses: list[IPAddress] = []
-    for family, _type, _proto, _canon, sockaddr in box["infos"]:  # type: ignore[union-attr]
+    for family, _type, _proto, _canon, sockaddr in box["infos"]:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
         try:
