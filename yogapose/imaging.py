@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 import time
 import warnings
 
@@ -199,7 +200,7 @@ def _orientation(img: Image.Image) -> int:
     """EXIF (or XMP) orientation 1-8; 1 when absent or unreadable."""
     try:
         value = img.getexif().get(_ORIENTATION, 1)
-    except (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError, EOFError):
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError, EOFError, struct.error):
         return 1  # a broken EXIF block is no reason to refuse the picture
     return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
