@@ -367,16 +367,18 @@ def _stages(results: dict) -> list[str]:
             parts = [_med(st.get("base64")), _med(st.get("decode_resize")), _med(st.get("to_tensor")),
                      _med(c["warm"].get("infer"))]
             total = sum(p for p in parts if p is not None)
+            e2e = _med(_img(c, n))
             rows.append(f"| {IMAGE_LABELS[n]} | {_label(c)} {c['variant']} | " + " | ".join(_f(p, 1) for p in parts)
-                        + f" | {total:.1f} | {_f(_med(_img(c, n)), 1)} |")
+                        + f" | {total:.1f} | {_f(e2e, 1)} | {_vs_ref(c, _med(_img(ref, n)), e2e)} |")
     if not rows:
         return []
     return [f"## Where the time goes ({h['threads']} thread{'s' if h['threads'] > 1 else ''}, medians in ms)", "",
             ("Each stage timed alone in the warm worker. Ours: `yogapose.b64.decode_payload`, "
              "`imaging.load_resized` (draft decode, EXIF, alpha, resize), `imaging.to_input_array`; reference: "
              "`base64.b64decode`, `Image.open` + `resize_image` (full decode, NEAREST), array + scaling."), "",
-            "| image | stack | base64 | decode + resize | to tensor | inference | sum | measured e2e |",
-            "|---|---|---|---|---|---|---|---|", *rows, "", *floor_note(configs, h["variant"], list(IMAGE_LABELS))]
+            "| image | stack | base64 | decode + resize | to tensor | inference | sum | measured e2e "
+            "| e2e vs reference |",
+            "|---|---|---|---|---|---|---|---|---|", *rows, "", *floor_note(configs, h["variant"], list(IMAGE_LABELS))]
 
 
 def _answers(configs: list[dict]) -> list[str]:
