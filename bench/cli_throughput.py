@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,8 +38,10 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def one_run(folder: Path, workers: int, model: str | None) -> tuple[float, int]:
-    """Wall seconds of one run and the number of records it wrote."""
+def one_run(folder: Path, workers: int, model: str | None) -> tuple[float, int, float]:
+    """Wall seconds of one run, the number of records it wrote, and the CPU seconds it and
+    its worker processes used (on a machine shared with other work, wall time alone hides
+    whether a second worker found a free core)."""
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "out.jsonl"
         cmd = [sys.executable, "-m", "yogapose", "predict", str(folder), "--output", str(dest),
@@ -46,13 +49,20 @@ def one_run(folder: Path, workers: int, model: str | None) -> tuple[float, int]:
         if model:
             cmd += ["--model", model]
         env = {**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"}
+        cpu0 = _children_cpu()
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t0
+        cpu = _children_cpu() - cpu0
         if proc.returncode != 0:
             raise SystemExit(f"run with --workers {workers} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
         records = [json.loads(line) for line in dest.read_text().splitlines()]
-        return wall, len(records)
+        return wall, len(records), cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,15 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average at start: {load}")
     print(f"folder: {args.folder}; best of {args.repeat} runs each\n")
-    print("| workers | images | wall s (start-up included) | images/s | vs 1 worker |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| workers | images | wall s (start-up included) | images/s | vs 1 worker | CPU s | CPU used / wall |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     base = None
     for workers in args.workers:
         best = min(one_run(args.folder, workers, args.model) for _ in range(args.repeat))
-        wall, n = best
+        wall, n, cpu = best
         rate = n / wall
         base = base or rate
-        print(f"| {workers} | {n} | {wall:.1f} | {rate:.1f} | {rate / base:.2f}x |", flush=True)
+        print(f"| {workers} | {n} | {wall:.1f} | {rate:.1f} | {rate / base:.2f}x | {cpu:.1f} | {cpu / wall:.2f} |",
+              flush=True)
     return 0
 
 
