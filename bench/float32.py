@@ -139,8 +139,9 @@ def float32_copy(shipped: Path, cache: Path = CACHE, log: Any = print) -> tuple[
     out = cache / f"float32-of-{digest[:12]}" / "yoga-pose-float32.tflite"
     report = out.with_name("agreement.json")
     if out.exists() and report.exists():
+        _copy_detector(meta, shipped.parent, out.parent)
         checked = json.loads(report.read_text())
-        return out, f"cached {out.relative_to(REPO)}: {checked['text']}"
+        return out, f"cached {_shown(out)}: {checked['text']}"
     try:
         data, n = dequantize(shipped.read_bytes())
     except NotDerivable as exc:
@@ -151,6 +152,7 @@ def float32_copy(shipped: Path, cache: Path = CACHE, log: Any = print) -> tuple[
     path = tmp / out.name
     path.write_bytes(data)
     write_metadata(_float_metadata(meta, path, digest), path)
+    _copy_detector(meta, shipped.parent, tmp)
     log(f"derived {n} float32 weight tensors from {shipped.name}; verifying")
     agreement = verify(shipped, path, val_images(), "val photos")
     if not agreement.ok:
@@ -159,7 +161,20 @@ def float32_copy(shipped: Path, cache: Path = CACHE, log: Any = print) -> tuple[
     (tmp / report.name).write_text(json.dumps({"text": agreement.text(), **agreement.__dict__}) + "\n")
     shutil.rmtree(out.parent, ignore_errors=True)
     tmp.rename(out.parent)
-    return out, f"derived {out.relative_to(REPO)}: {agreement.text()}"
+    return out, f"derived {_shown(out)}: {agreement.text()}"
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
+def _copy_detector(meta: Any, src_dir: Path, dst_dir: Path) -> None:
+    """The person detector the metadata names sits beside the model: beside the copy too."""
+    crop = getattr(meta.preprocessing, "person_crop", None)
+    if crop is None or (dst_dir / crop.detector_file).exists():
+        return
+    if (src_dir / crop.detector_file).exists():
+        shutil.copyfile(src_dir / crop.detector_file, dst_dir / crop.detector_file)
 
 
 def _float_metadata(meta: Any, path: Path, shipped_digest: str) -> Any:

@@ -10,7 +10,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from bench.float32 import NotDerivable, dequantize, verify
 from tests.tinymodel import INT8_NAME, TINY_DIR, TINY_NAME
-from yogapose.metadata import load_metadata
+from yogapose.metadata import PersonCrop, load_metadata
 
 SHIPPED = Path(__file__).resolve().parents[2] / "model" / "yoga-pose.tflite"
 
@@ -69,3 +69,44 @@ def test_dequantized_values_are_scale_times_int(tmp_path: Path) -> None:
         np.testing.assert_allclose(w, q * np.asarray(t0.quantization.scale, np.float32).reshape(shape), rtol=1e-6)
         return
     pytest.fail("no int8 weights in the shipped model")
+
+
+def test_copy_is_cached_with_its_metadata_and_the_person_detector(tmp_path: Path, monkeypatch) -> None:
+    """Plumbing of float32_copy: verified once, cached by digest, detector beside it."""
+    import json
+    import shutil
+
+    import bench.float32 as f32
+
+    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization != "dynamic_int8":
+        pytest.skip("needs the shipped dynamic-range int8 model")
+    shipped = tmp_path / "model" / SHIPPED.name
+    shipped.parent.mkdir()
+    shutil.copyfile(SHIPPED, shipped)
+    meta = json.loads(SHIPPED.with_suffix(".json").read_text())
+    meta["preprocessing"]["person_crop"] = PersonCrop(detector_file="det.tflite").to_dict()
+    shipped.with_suffix(".json").write_text(json.dumps(meta))
+    (shipped.parent / "det.tflite").write_bytes(b"detector")
+    calls = []
+    monkeypatch.setattr(f32, "val_images", lambda: [b"x"])
+    monkeypatch.setattr(f32, "verify", lambda *a: calls.append(a) or f32.Agreement(300, 1.0, 0.01, "val photos"))
+
+    made, note = f32.float32_copy(shipped, cache=tmp_path / "cache", log=lambda _m: None)
+    assert made is not None and note.startswith("derived"), note
+    assert load_metadata(made).quantization == "float32"
+    assert load_metadata(made).extra["derived_from"]["sha256"] == f32.sha256_file(shipped)
+    assert (made.parent / "det.tflite").read_bytes() == b"detector"
+    again, note = f32.float32_copy(shipped, cache=tmp_path / "cache", log=lambda _m: None)
+    assert again == made and note.startswith("cached") and len(calls) == 1  # verified once
+
+
+def test_a_copy_that_disagrees_is_refused_and_not_cached(tmp_path: Path, monkeypatch) -> None:
+    import bench.float32 as f32
+
+    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization != "dynamic_int8":
+        pytest.skip("needs the shipped dynamic-range int8 model")
+    monkeypatch.setattr(f32, "val_images", lambda: [b"x"])
+    monkeypatch.setattr(f32, "verify", lambda *a: f32.Agreement(300, 0.9, 0.7, "val photos"))
+    made, note = f32.float32_copy(SHIPPED, cache=tmp_path / "cache", log=lambda _m: None)
+    assert made is None and "rejected" in note
+    assert not any((tmp_path / "cache").glob("*/*.tflite"))
