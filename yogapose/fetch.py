@@ -26,6 +26,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import logging
+import math
 import re
 import socket
 import ssl
@@ -477,18 +478,21 @@ _s3_clients: dict[tuple[Any, ...], Any] = {}
 _s3_lock = threading.Lock()
 
 
-def _s3_client(settings: FetchLimits | Settings) -> Any:
+def _s3_client(settings: FetchLimits | Settings, left: float | None = None) -> Any:
     """A cached boto3 S3 client (creating one costs ~100 ms; clients are thread-safe).
 
     Endpoint and region come from the environment the way boto3 reads them, including
     ``AWS_ENDPOINT_URL_S3`` (botocore >= 1.31 / boto3 >= 1.28); they are part of the cache
-    key so a changed environment (tests, local runs) gets a fresh client.
+    key so a changed environment (tests, local runs) gets a fresh client. ``left`` (seconds
+    until the fetch must end) shortens the timeouts and retries when they would outlast it.
     """
     import os
 
+    connect, read, attempts = _s3_timeouts(settings.connect_timeout, settings.read_timeout, left)
     key = (
-        settings.connect_timeout,
-        settings.read_timeout,
+        connect,
+        read,
+        attempts,
         settings.user_agent,
         os.environ.get("AWS_ENDPOINT_URL_S3"),
         os.environ.get("AWS_ENDPOINT_URL"),
@@ -501,15 +505,29 @@ def _s3_client(settings: FetchLimits | Settings) -> Any:
             from botocore.config import Config
 
             config = Config(
-                connect_timeout=settings.connect_timeout,
-                read_timeout=settings.read_timeout,
-                retries={"total_max_attempts": 2, "mode": "standard"},
+                connect_timeout=connect,
+                read_timeout=read,
+                retries={"total_max_attempts": attempts, "mode": "standard"},
                 user_agent_extra=settings.user_agent.split(" ", 1)[0],
             )
             # A private session: boto3.client() on the default session is not thread-safe.
             client = boto3.session.Session().client("s3", config=config)
             _s3_clients[key] = client
         return client
+
+
+def _s3_timeouts(connect: float, read: float, left: float | None) -> tuple[float, float, int]:
+    """(connect timeout, read timeout, attempts) for a GET that must end within ``left`` s.
+
+    botocore only takes timeouts per client, so a short budget gets a client with one
+    attempt and timeouts of half of it, in 0.5 s steps (a handful of cached clients serve
+    every budget); the 1.5 s margin of the request deadline absorbs the rounding.
+    """
+    attempts = 2
+    if left is None or left >= (connect + read) * attempts:
+        return connect, read, attempts
+    step = max(0.5, math.floor(left / 2 / 0.5) * 0.5)
+    return min(connect, step), min(read, step), 1
 
 
 def reset_s3_client() -> None:
@@ -543,8 +561,10 @@ def _fetch_s3(uri: str, limits: FetchLimits, clock: _Clock) -> Fetched:
     except ImportError:  # pragma: no cover - boto3 is part of the image
         raise PoseError("s3:// URIs need boto3, which is not installed") from None
 
+    if time.monotonic() >= clock.expires:
+        raise clock.timeout(f"reading {shown}")
     try:
-        client = _s3_client(limits)
+        client = _s3_client(limits, clock.expires - time.monotonic())
         resp = client.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         raise _s3_error(exc, shown) from None
@@ -552,7 +572,19 @@ def _fetch_s3(uri: str, limits: FetchLimits, clock: _Clock) -> Fetched:
         raise PoseError("no AWS credentials are available to read from S3") from None
     except (BotoCoreError, OSError) as exc:
         raise _s3_transport_error(exc, shown) from None
+    data = _read_s3_body(resp, limits, clock, shown)
+    return Fetched(
+        data=data,
+        content_type=_media_type(resp.get("ContentType")),
+        source_kind="s3",
+        final_url=shown,
+        bytes_read=len(data),
+        redirects=0,
+    )
 
+
+def _read_s3_body(resp: dict, limits: FetchLimits, clock: _Clock, shown: str) -> bytes:
+    """The object's bytes under the size cap and the deadline (checked between chunks)."""
     body = resp["Body"]
     try:
         length = resp.get("ContentLength")
@@ -564,7 +596,7 @@ def _fetch_s3(uri: str, limits: FetchLimits, clock: _Clock) -> Fetched:
                 raise clock.timeout(f"reading {shown}")
             chunk = body.read(min(_CHUNK, limits.max_bytes + 1 - len(buf)))
             if not chunk:
-                break
+                return bytes(buf)
             buf += chunk
             if len(buf) > limits.max_bytes:
                 raise PayloadTooLarge(f"image is larger than the limit of {limits.max_bytes} bytes")
@@ -574,14 +606,6 @@ def _fetch_s3(uri: str, limits: FetchLimits, clock: _Clock) -> Fetched:
         raise _s3_transport_error(exc, shown) from None
     finally:
         body.close()
-    return Fetched(
-        data=bytes(buf),
-        content_type=_media_type(resp.get("ContentType")),
-        source_kind="s3",
-        final_url=shown,
-        bytes_read=len(buf),
-        redirects=0,
-    )
 
 
 def _s3_error(exc: Any, shown: str) -> PoseError:
