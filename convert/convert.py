@@ -33,7 +33,7 @@ import numpy as np
 
 from yogapose.metadata import ModelMetadata, Preprocessing, sha256_file, write_metadata
 
-from .data import class_names_of, file_sha256, list_images, scale, to_uint8
+from .data import OUTLIER_LABEL, class_names_of, file_sha256, list_images, negative_items, scale, to_uint8
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
 # Largest acceptable |p_tflite - p_keras| per variant: quantized variants legitimately move
@@ -115,10 +115,19 @@ def tflite_predict(model_path: Path, inputs: np.ndarray, num_threads: int = 2) -
     return np.concatenate([np.asarray(model.predict(x[None]), dtype=np.float32).reshape(1, -1) for x in inputs])
 
 
-def verify(keras_probs: np.ndarray, tflite_probs: np.ndarray) -> Verification:
+def verify(keras_probs: np.ndarray, tflite_probs: np.ndarray, logits: bool = False) -> Verification:
+    """Top-1 agreement and probability differences (logits are compared as softmax)."""
+    if logits:
+        keras_probs, tflite_probs = _softmax(keras_probs), _softmax(tflite_probs)
     agree = float((keras_probs.argmax(1) == tflite_probs.argmax(1)).mean())
     diff = np.abs(keras_probs - tflite_probs)
     return Verification(len(keras_probs), agree, float(diff.max()), float(diff.mean()))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def library_versions() -> dict[str, str]:
@@ -142,16 +151,20 @@ def build_metadata(
     extra: dict | None = None,
 ) -> ModelMetadata:
     size = prep.size
+    # A model trained with out-of-scope images has the outlier output last and emits logits.
+    outlier = OUTLIER_LABEL if class_names and class_names[-1] == OUTLIER_LABEL else None
     return ModelMetadata(
         name="yoga-pose-xception",
         model_file=model_path.name,
         sha256=sha256_file(model_path),
-        labels=tuple(class_names),
+        labels=tuple(class_names[:-1] if outlier else class_names),
         input_shape=(1, size[1], size[0], 3),
         input_dtype="float32",
         preprocessing=prep,
         quantization=variant,
         extra={"verification": verification.to_dict(), "versions": library_versions(), **(extra or {})},
+        output_activation="linear" if outlier else "softmax",
+        outlier_label=outlier,
     )
 
 
@@ -186,7 +199,7 @@ def convert_and_verify(
         provisional = build_metadata(candidate, class_names, prep, variant, Verification(0, 0.0, 0.0, 0.0), extra)
         write_metadata(provisional, candidate)
         tfl_probs = tflite_predict(candidate, val_inputs)
-        result = verify(keras_probs, tfl_probs)
+        result = verify(keras_probs, tfl_probs, logits=bool(class_names) and class_names[-1] == OUTLIER_LABEL)
         if result.top1_agreement < min_agreement or result.max_abs_diff > max_diff:
             if rejected_dir is not None:
                 rejected_dir.mkdir(parents=True, exist_ok=True)
@@ -210,8 +223,12 @@ def load_keras(path: Path):
     return keras.models.load_model(path, compile=False)
 
 
-def load_val_inputs(val_dir: Path, class_names: list[str], prep: Preprocessing, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_val_inputs(val_dir: Path, class_names: list[str], prep: Preprocessing, limit: int | None = None,
+                    negatives: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Val inputs through the serving preprocessing (+ the out-of-scope val images, if given)."""
     items = list_images(val_dir, class_names)
+    if negatives is not None and class_names and class_names[-1] == OUTLIER_LABEL:
+        items += negative_items(negatives, len(class_names) - 1)
     if limit:
         items = items[:limit]
     images = np.stack([to_uint8(p, prep) for p, _ in items])
@@ -230,7 +247,9 @@ def training_info(keras_path: Path) -> dict:
             "train_images": info.get("train_images"),
             "val_images": info.get("val_images"),
             "seconds": info.get("seconds"),
-            "keras_val_accuracy": info.get("val_accuracy_keras"),
+            "keras_final_val": info.get("final_val"),
+            "person_found": info.get("person_found"),
+            "negatives_manifest_sha256": info.get("negatives_manifest_sha256"),
         }
     }
 

@@ -1,19 +1,25 @@
 """Evaluate a shipped ``.tflite`` on a ``<class>/<images>`` folder through the serving path.
 
-Every image goes through exactly what the Lambda runs: ``yogapose.imaging`` decoding and
-preprocessing (driven by the model's metadata) and ``yogapose.runtime`` inference. Prints
-accuracy, macro-averaged recall, per-class precision/recall and the confusion matrix, and
-saves the matrix as a PNG. When a ``manifest.csv`` marks CGI renders (``synthetic=1``),
-real photos and renders are reported separately.
+Every image goes through exactly what the Lambda runs: ``yogapose.preprocess`` (decode,
+person crop, resize, scale, all driven by the model's metadata), ``yogapose.runtime``
+inference and ``yogapose.answer`` (six probabilities + open-set verdict). Prints accuracy,
+macro-averaged recall, per-class precision/recall and the confusion matrix, and saves the
+matrix as a PNG. When a ``manifest.csv`` marks CGI renders (``synthetic=1``), real photos and
+renders are reported separately. With ``--negatives`` the open-set verdict is measured too
+(rejection per out-of-scope category, acceptance per class, AUROC, FPR at 95 % acceptance,
+calibration error); with ``--framing`` the real photos are also pasted into wider scenes at
+100 %, 60 % and 40 % of a 1200x900 frame's height and classified again.
 
 Usage::
 
-    python -m convert.evaluate model/yoga-pose.tflite ../shared/data/yoga/val --plot build/confusion.png
+    python -m convert.evaluate model/yoga-pose.tflite ../shared/data/yoga/val --plot build/confusion.png \
+        --negatives ../shared/data/negatives/val --framing
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -21,12 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from yogapose import answer
 from yogapose.config import load_settings
-from yogapose.imaging import preprocess_bytes
-from yogapose.metadata import load_metadata
+from yogapose.metadata import ModelMetadata, load_metadata
+from yogapose.preprocess import Preprocessor
 
-from .data import IMAGE_SUFFIXES, read_manifest
+from . import openset
+from .data import IMAGE_SUFFIXES, negative_items, paste, read_manifest
+
+FRAMING_FRACTIONS = (1.0, 0.6, 0.4)
+FRAMING_FRAME = (1200, 900)
 
 
 @dataclass
@@ -96,12 +108,12 @@ def gather(folder: Path, labels: list[str]) -> list[tuple[Path, int]]:
     items: list[tuple[Path, int]] = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         if sub.name not in labels:
-            raise SystemExit(f"folder {sub.name!r} is not one of the model's labels {labels}")
+            raise ValueError(f"folder {sub.name!r} is not one of the model's labels {labels}")
         for f in sorted(sub.iterdir()):
             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                 items.append((f, labels.index(sub.name)))
     if not items:
-        raise SystemExit(f"no images under {folder}/<class>/")
+        raise FileNotFoundError(f"no images under {folder}/<class>/")
     return items
 
 
@@ -116,43 +128,191 @@ def find_manifest(folder: Path, manifest: Path | None) -> tuple[dict, Path | Non
     return {}, None
 
 
-def evaluate(model_path: Path, folder: Path, manifest: Path | None = None, num_threads: int = 2) -> dict:
-    """Run every image through the serving path; metrics for all, real and CGI images."""
-    from yogapose.runtime import Model
+class ServingPath:
+    """The server's preprocessing and model for one flatbuffer (no HTTP around them)."""
 
-    meta = load_metadata(model_path)
+    def __init__(self, model_path: Path, num_threads: int = 2) -> None:
+        from yogapose.runtime import Model
+
+        self.meta: ModelMetadata = load_metadata(model_path)
+        self.model = Model.load(model_path, num_threads=num_threads)
+        self.pre = Preprocessor.for_model(self.meta.preprocessing, Path(model_path).parent, num_threads)
+        self.max_pixels = load_settings().max_pixels
+
+    def run(self, data: bytes) -> tuple[np.ndarray, dict | None, float]:
+        """Bytes -> (raw outputs, person box or None, inference ms)."""
+        framed = self.pre.from_bytes(data, self.max_pixels)
+        t0 = time.perf_counter()
+        raw = np.asarray(self.model.predict_with(lambda buf: self.pre.to_input(framed, out=buf)), np.float64)
+        return raw.reshape(-1), framed.person_dict(), (time.perf_counter() - t0) * 1000
+
+    def answer(self, raw: np.ndarray, person: dict | None) -> answer.Answer:
+        return answer.build(raw, self.meta, person, self.pre.detector is not None)
+
+
+def run_all(path: ServingPath, files: list[Path]) -> dict:
+    """Raw outputs, person boxes and inference times of every file."""
+    raws, persons, ms = [], [], []
+    for f in files:
+        raw, person, t = path.run(Path(f).read_bytes())
+        raws.append(raw)
+        persons.append(person)
+        ms.append(t)
+    return {"raw": np.array(raws), "person": persons, "ms": ms}
+
+
+def as_logits(raw: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """Logits of the outputs (a softmax model's log-probabilities serve as its logits)."""
+    if meta.output_activation == "linear":
+        return raw
+    return np.log(np.clip(raw / raw.sum(axis=1, keepdims=True), 1e-12, 1.0))
+
+
+def evaluate(model_path: Path, folder: Path, manifest: Path | None = None, num_threads: int = 2,
+             negatives: Path | None = None) -> dict:
+    """Run every image through the serving path; metrics for all, real and CGI images, and
+    with ``negatives`` (a ``<category>/<images>`` folder) the open-set verdict's."""
+    path = ServingPath(model_path, num_threads)
+    meta = path.meta
     labels = list(meta.labels)
-    model = Model.load(model_path, num_threads=num_threads)
-    settings = load_settings()
     items = gather(folder, labels)
     rows, root = find_manifest(folder, manifest)
-
+    run = run_all(path, [p for p, _ in items])
+    truth = np.array([c for _, c in items])
+    pred = run["raw"][:, : len(labels)].argmax(1)
+    real = np.ones(len(items), dtype=bool)
     groups = {"all": np.zeros((len(labels),) * 2, np.int64)}
     if rows:
         groups["real"] = np.zeros_like(groups["all"])
         groups["cgi"] = np.zeros_like(groups["all"])
     mistakes = []
-    infer_ms = []
-    for path, truth in items:
-        x = preprocess_bytes(path.read_bytes(), meta.preprocessing, settings.max_pixels)
-        t0 = time.perf_counter()
-        probs = np.asarray(model.predict(x)).reshape(-1)
-        infer_ms.append((time.perf_counter() - t0) * 1000)
-        pred = int(probs.argmax())
-        groups["all"][truth, pred] += 1
+    for i, (p, t) in enumerate(items):
+        groups["all"][t, pred[i]] += 1
         if rows:
-            rel = path.resolve().relative_to(root.resolve()).as_posix() if root else path.name
+            rel = p.absolute().relative_to(root.absolute()).as_posix() if root else p.name
             row = rows.get(rel)
-            kind = "cgi" if row is not None and row.get("synthetic") == "1" else "real"
-            groups[kind][truth, pred] += 1
-        if pred != truth:
-            mistakes.append({"file": str(path), "true": labels[truth], "pred": labels[pred], "p": round(float(probs[pred]), 3)})
-    result = {name: Metrics(labels, cm).to_dict() for name, cm in groups.items() if cm.sum() > 0}
+            real[i] = not (row is not None and row.get("synthetic") == "1")
+            groups["real" if real[i] else "cgi"][t, pred[i]] += 1
+        if pred[i] != t:
+            ans = path.answer(run["raw"][i], run["person"][i])
+            mistakes.append({"file": str(p), "true": labels[t], "pred": labels[pred[i]],
+                             "p": round(ans.probabilities[labels[pred[i]]], 3)})
+    result: dict = {name: Metrics(labels, cm).to_dict() for name, cm in groups.items() if cm.sum() > 0}
     result["model"] = {"file": str(model_path), "sha256": meta.sha256, "quantization": meta.quantization,
                        "bytes": Path(model_path).stat().st_size}
-    result["inference_ms_median"] = round(float(np.median(infer_ms)), 2)
+    result["inference_ms_median"] = round(float(np.median(run["ms"])), 2)
+    result["person_found"] = {
+        "real": round(float(np.mean([run["person"][i] is not None for i in np.flatnonzero(real)])), 4),
+        "all": round(float(np.mean([p is not None for p in run["person"]])), 4),
+    }
     result["mistakes"] = mistakes
+    result["_raw"] = {"in": run, "truth": truth, "real": real}
+    if negatives is not None:
+        neg_items = negative_items(negatives, len(labels))
+        neg_run = run_all(path, [p for p, _ in neg_items])
+        result["_raw"]["out"] = neg_run
+        result["_raw"]["categories"] = [p.parent.name for p, _ in neg_items]
+        result["open_set"] = open_set_metrics(path, result["_raw"])
     return result
+
+
+def open_set_metrics(path: ServingPath, raw: dict) -> dict:
+    """The verdict on val through ``yogapose.answer``: acceptance per class (accepted and
+    correct), rejection per out-of-scope category, AUROC / FPR at 95 % acceptance of the
+    score the metadata names (max softmax for a model without one), and calibration error of
+    the confidence on real photos."""
+    meta = path.meta
+    labels = list(meta.labels)
+    n = len(labels)
+    truth, real = raw["truth"], raw["real"]
+    ans_in = [path.answer(r, p) for r, p in zip(raw["in"]["raw"], raw["in"]["person"], strict=True)]
+    ans_out = [path.answer(r, p) for r, p in zip(raw["out"]["raw"], raw["out"]["person"], strict=True)]
+    cats = raw["categories"]
+    per_class = {}
+    for c, lab in enumerate(labels):
+        idx = [i for i in np.flatnonzero(real & (truth == c))]
+        if idx:
+            per_class[lab] = {
+                "images": len(idx),
+                "accepted": round(float(np.mean([ans_in[i].pose is not None for i in idx])), 4),
+                "accepted_and_correct": round(float(np.mean([ans_in[i].pose == lab for i in idx])), 4),
+            }
+    rejected = {}
+    for cat in sorted(set(cats)):
+        idx = [i for i, k in enumerate(cats) if k == cat]
+        rejected[cat] = {
+            "images": len(idx),
+            "rejected": round(float(np.mean([ans_out[i].pose is None for i in idx])), 4),
+            "no_person": round(float(np.mean([ans_out[i].reason == answer.NO_PERSON for i in idx])), 4),
+        }
+    os_meta = meta.open_set
+    score, temperature = (os_meta.score, os_meta.temperature) if os_meta else ("max_softmax", 1.0)
+    li, lo = as_logits(raw["in"]["raw"], meta), as_logits(raw["out"]["raw"], meta)
+    s_in = openset.scores(li[real], n, score, temperature)
+    s_out = openset.scores(lo, n, score, temperature)
+    conf = np.array([ans_in[i].confidence if os_meta else max(ans_in[i].probabilities.values())
+                     for i in np.flatnonzero(real)])
+    correct = np.array([ans_in[i].top == labels[truth[i]] for i in np.flatnonzero(real)])
+    accepted_out = float(np.mean([a.pose is not None for a in ans_out]))
+    return {
+        "method": os_meta.method if os_meta else "none (always one of the six); measured with max softmax",
+        "score": score,
+        "temperature": temperature,
+        "threshold": os_meta.threshold if os_meta else None,
+        "in_scope_accepted": round(float(np.mean([ans_in[i].pose is not None for i in np.flatnonzero(real)])), 4),
+        "accepted_and_correct_macro": round(float(np.mean([v["accepted_and_correct"] for v in per_class.values()])), 4)
+        if os_meta else None,
+        "per_class": per_class,
+        "out_of_scope_rejected": round(1.0 - accepted_out, 4) if os_meta else 0.0,
+        "per_category": rejected,
+        "auroc": round(openset.auroc(s_in, s_out), 4),
+        "fpr_at_95": round(openset.fpr_at(s_in, s_out), 4),
+        "ece_real": round(openset.ece(conf, correct), 4),
+    }
+
+
+def framing(model_path: Path, folder: Path, scenes: Path, fractions: tuple[float, ...] = FRAMING_FRACTIONS,
+            seed: int = 20261206, num_threads: int = 2, manifest: Path | None = None) -> dict:
+    """The real val photos pasted into wider scenes (``scenes``: the ``no_person`` negatives,
+    seeded) at each height fraction of a 1200x900 frame, saved as JPEG (q90) and classified
+    through the serving path: closed-set recall per class, the detector's hit rate, and the
+    verdict's acceptance (accepted and correct)."""
+    path = ServingPath(model_path, num_threads)
+    labels = list(path.meta.labels)
+    items = gather(folder, labels)
+    rows, root = find_manifest(folder, manifest)
+    if rows and root is not None:
+        items = [(p, c) for p, c in items
+                 if (rows.get(p.absolute().relative_to(root.absolute()).as_posix()) or {}).get("synthetic") != "1"]
+    backgrounds = sorted(f for f in Path(scenes).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    out: dict = {}
+    for frac in fractions:
+        rng = np.random.default_rng(seed)  # the same scenes and places at every scale
+        cm = np.zeros((len(labels),) * 2, np.int64)
+        found, accepted_correct = [], []
+        for p, c in items:
+            photo = Image.open(p).convert("RGB")
+            scene = Image.open(backgrounds[int(rng.integers(len(backgrounds)))])
+            composed = paste(photo, scene, FRAMING_FRAME, frac, rng)
+            buf = io.BytesIO()
+            composed.save(buf, "JPEG", quality=90)
+            raw, person, _ = path.run(buf.getvalue())
+            ans = path.answer(raw, person)
+            cm[c, labels.index(ans.top)] += 1
+            found.append(person is not None)
+            accepted_correct.append(ans.pose == labels[c])
+        m = Metrics(labels, cm)
+        truth = np.array([c for _, c in items])
+        acc_correct = np.array(accepted_correct)
+        out[f"{int(frac * 100)}%"] = {
+            "images": len(items),
+            "macro_recall": round(m.macro_recall, 4),
+            "per_class_recall": {lab: round(float(r), 4) for lab, r in zip(labels, m.recall(), strict=True)},
+            "person_found": round(float(np.mean(found)), 4),
+            "accepted_and_correct_macro": round(float(np.mean([acc_correct[truth == c].mean()
+                                                              for c in range(len(labels)) if (truth == c).any()])), 4),
+        }
+    return out
 
 
 def plot_confusion(result: dict, path: Path) -> None:
@@ -203,9 +363,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=None, help="save the confusion matrix PNG here")
     p.add_argument("--json", type=Path, default=None, help="save the metrics as JSON here")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--negatives", type=Path, default=None,
+                   help="out-of-scope images as <category>/<images> (e.g. ../shared/data/negatives/val)")
+    p.add_argument("--framing", action="store_true",
+                   help="also classify the real photos pasted into wider no_person scenes (100/60/40 %%)")
+    p.add_argument("--scenes", type=Path, default=Path("../shared/data/negatives/val/no_person"))
     args = p.parse_args(argv)
-    result = evaluate(args.model, args.folder, args.manifest, args.threads)
+    result = evaluate(args.model, args.folder, args.manifest, args.threads, args.negatives)
+    result.pop("_raw", None)
+    if args.framing:
+        result["framing"] = framing(args.model, args.folder, args.scenes, num_threads=args.threads,
+                                    manifest=args.manifest)
     print(report(result))
+    for key in ("open_set", "framing"):
+        if key in result:
+            print(f"\n{key}: " + json.dumps(result[key], indent=2))
     if args.plot:
         plot_confusion(result, args.plot)
         print(f"\nconfusion matrix plot: {args.plot}")
