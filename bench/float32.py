@@ -17,6 +17,7 @@ photos its top-1 must agree with the shipped model and the probabilities stay cl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Iterable
@@ -136,7 +137,9 @@ def float32_copy(shipped: Path, cache: Path = CACHE, log: Any = print) -> tuple[
     if meta.quantization == "float32":
         return shipped, "the shipped model is float32 already"
     digest = sha256_file(shipped)
-    out = cache / f"float32-of-{digest[:12]}" / "yoga-pose-float32.tflite"
+    # Keyed by the model and its metadata: a metadata change (labels, preprocessing) makes a new copy.
+    key = hashlib.sha256(f"{digest} {sha256_file(shipped.with_suffix('.json'))}".encode()).hexdigest()[:12]
+    out = cache / f"float32-of-{key}" / "yoga-pose-float32.tflite"
     report = out.with_name("agreement.json")
     if out.exists() and report.exists():
         _copy_detector(meta, shipped.parent, out.parent)
