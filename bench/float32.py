@@ -10,9 +10,9 @@ biases and the input/output tensors stay as they are.
 
 Read and written with the flatbuffer schema's object API that ai-edge-litert ships
 (``ai_edge_litert.schema_py_generated``), so no TensorFlow is needed. The result is cached
-under ``build/bench/`` by the shipped model's sha256, and is verified before use: on val
-photos its top-1 must agree with the shipped model and the probabilities stay close
-(:func:`verify`).
+under ``build/bench/``, keyed by the shipped model's and metadata's sha256, and is verified
+before use: on val photos its top-1 must agree with the shipped model and the probabilities
+stay close (:func:`verify`).
 """
 
 from __future__ import annotations
