@@ -63,17 +63,15 @@ def infer_only(model_path: str, threads: int, x, runs: int, budget: float) -> li
 
 def fetch_mode(cfg) -> int:
     """Time ``yogapose.fetch.fetch`` (the guarded downloader) against loopback URLs."""
-    try:
-        from yogapose.config import load_settings
-        from yogapose.fetch import fetch
-    except ImportError as exc:
-        wcommon.emit({"error": f"yogapose.fetch not available: {exc}"})
-        return 0
-    settings = load_settings({"ALLOW_PRIVATE_URLS": "true"})  # the server is on 127.0.0.1
+    from yogapose.config import load_settings
+    from yogapose.fetch import FetchLimits, fetch
+
+    # The server is on 127.0.0.1; the limits are what the app passes.
+    limits = FetchLimits.from_settings(load_settings({"ALLOW_PRIVATE_URLS": "true"}))
     res = {}
     for url in cfg["urls"]:
         res[url] = wcommon.summarize(
-            wcommon.timeit(lambda u=url: fetch(u, settings).data, cfg["runs"], cfg["budget_s"]))
+            wcommon.timeit(lambda u=url: fetch(u, limits).data, cfg["runs"], cfg["budget_s"]))
     wcommon.emit(res)
     return 0
 
