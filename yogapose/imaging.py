@@ -54,9 +54,9 @@ MAX_JPEG_SEGMENTS = 1024
 # scale; 4:4:4 colour at 40 MP would need 240 MB. This caps it (40 MP 4:2:0 needs 120 MB).
 MAX_JPEG_COEF_BYTES = 160 * 1024 * 1024
 # libwebp keeps its own full-size canvas next to Pillow's copy of the frame (and lossless
-# decoding a third buffer): ~16 bytes per pixel at the peak (250 MB measured at 16 MP). 13 MP
-# passes every 12 MP phone photo and keeps that near 200 MB.
-MAX_WEBP_PIXELS = 13_000_000
+# decoding a third buffer): ~16 bytes per pixel at the peak (250 MB measured at 16 MP).
+# 12.5 MP passes every 12 MP phone photo (4032 x 3024) and keeps that under 200 MB.
+MAX_WEBP_PIXELS = 12_500_000
 # Pillow decodes RLE-compressed BMPs in Python, ~1 s per MB of runs (10 MB of one-pixel runs:
 # 10 s). Real RLE BMPs are small drawings; photos are stored uncompressed.
 MAX_BMP_RLE_BYTES = 1 << 20

@@ -259,7 +259,7 @@ def worst_case_files(tmp_path_factory) -> dict[str, Path]:
         "png-rgb": _save(d / "rgb.png", Image.new("RGB", (SIDE, SIDE), (10, 20, 30)), "PNG"),
         "jpeg-progressive-420": _save(d / "p.jpg", Image.new("RGB", (SIDE, SIDE), (9, 9, 9)), "JPEG",
                                       progressive=True, quality=30),
-        "webp-lossless-rgba": _save(d / "w.webp", Image.new("RGBA", (3600, 3600), (1, 2, 3, 4)), "WEBP",
+        "webp-lossless-rgba": _save(d / "w.webp", Image.new("RGBA", (3520, 3520), (1, 2, 3, 4)), "WEBP",
                                     lossless=True),
     }
     del grad
