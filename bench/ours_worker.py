@@ -85,9 +85,12 @@ def _draft_decode(data: bytes, size) -> None:
 
 
 def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
-    """Per-stage medians of the request path (base64, decode+resize, tensor), per image."""
-    from yogapose import imaging
+    """Per-stage medians of the request path, per image, through the app's own
+    ``Preprocessor``: base64, decode (EXIF, alpha, draft), person crop + resize, tensor."""
     from yogapose.b64 import decode_payload
+    from yogapose.preprocess import Preprocessor
+
+    pre = Preprocessor.for_model(prep, os.path.dirname(settings.model_path), settings.num_threads)
 
     def b64(text: str) -> bytes:
         return decode_payload(text, "image", settings.max_bytes)
@@ -96,19 +99,20 @@ def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
     res = {}
     for name, data in images.items():
         text = events[name]["image"]
-        img = imaging.load_resized(data, prep, settings.max_pixels)
+        decoded = pre.decode(data, settings.max_pixels)
+        framed = pre.frame(decoded)
         res[name] = {
             "base64": wcommon.summarize(wcommon.timeit(lambda t=text: b64(t), runs, 1.0, min_runs=3)),
-            "decode_resize": wcommon.summarize(wcommon.timeit(
-                lambda d=data: imaging.load_resized(d, prep, settings.max_pixels), runs, 1.0, min_runs=3)),
-            "to_tensor": wcommon.summarize(wcommon.timeit(
-                lambda i=img: imaging.to_input_array(i, prep), runs, 1.0, min_runs=3)),
+            "decode": wcommon.summarize(wcommon.timeit(
+                lambda d=data: pre.decode(d, settings.max_pixels), runs, 1.0, min_runs=3)),
+            "frame": wcommon.summarize(wcommon.timeit(lambda i=decoded: pre.frame(i), runs, 1.0, min_runs=3)),
+            "to_tensor": wcommon.summarize(wcommon.timeit(lambda f=framed: pre.to_input(f), runs, 1.0, min_runs=3)),
         }
         if data[:3] == b"\xff\xd8\xff":
-            # libjpeg-turbo alone at the draft scale load_resized uses: the entropy decode of
+            # libjpeg-turbo alone at the draft scale the decode uses: the entropy decode of
             # every coefficient is the part no resize or copy trick can avoid.
             res[name]["jpeg_draft_decode"] = wcommon.summarize(wcommon.timeit(
-                lambda d=data: _draft_decode(d, prep.size), runs, 1.0, min_runs=3))
+                lambda d=data: _draft_decode(d, pre.draft_size), runs, 1.0, min_runs=3))
     return res
 
 
