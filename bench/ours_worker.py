@@ -144,8 +144,17 @@ def init_parts(cfg) -> int:
     # Model.load runs the digest on a second thread during the next steps: timed alone here,
     # left out of the sum (the cold-start rows measure the real overlap).
     watch.mark(OVERLAPPED_PREFIX + "sha256 of the model, alone (Model.load overlaps it with the steps below)")
-    it = Interpreter(model_path=path, num_threads=int(os.environ.get("NUM_THREADS", "1")))
+    threads = int(os.environ.get("NUM_THREADS", "1"))
+    it = Interpreter(model_path=path, num_threads=threads)
     wcommon.time_interpreter_init(it, np.zeros, watch, "first invoke (warm-up)")
+    from yogapose.metadata import load_metadata
+
+    prep = load_metadata(path).preprocessing
+    if prep.person_crop is not None:  # the app loads the detector at init too
+        from yogapose.preprocess import Preprocessor
+
+        Preprocessor.for_model(prep, os.path.dirname(path), threads)
+        watch.mark("person detector load")
     wcommon.emit({"parts": watch.marks})
     return 0
 
