@@ -104,7 +104,9 @@ def sample_train_images(train_dir: Path, class_names: list[str], prep: Preproces
         files = [p for p, label in items if label == c]
         rng.shuffle(files)
         picks.extend(files[:per_class])
-    return np.stack([to_uint8(p, prep) for p in picks]) if picks else np.empty((0,) + tuple(prep.size[::-1]) + (3,), np.uint8)
+    if not picks:
+        return np.empty((0, *prep.size[::-1], 3), np.uint8)
+    return np.stack([to_uint8(p, prep) for p in picks])
 
 
 def tflite_predict(model_path: Path, inputs: np.ndarray, num_threads: int = 2) -> np.ndarray:

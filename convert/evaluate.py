@@ -86,12 +86,15 @@ class Metrics:
         }
 
     def table(self, title: str) -> str:
-        lines = [f"### {title}: {self.n} images, accuracy {self.accuracy:.4f}, macro recall {self.macro_recall:.4f}", ""]
+        lines = [f"### {title}: {self.n} images, accuracy {self.accuracy:.4f}, "
+                 f"macro recall {self.macro_recall:.4f}", ""]
         lines.append("| class | precision | recall | support |")
         lines.append("|---|---:|---:|---:|")
         r, p = self.recall(), self.precision()
+        def fmt(v: float) -> str:
+            return "-" if np.isnan(v) else f"{v:.3f}"
+
         for i, lab in enumerate(self.labels):
-            fmt = lambda v: "-" if np.isnan(v) else f"{v:.3f}"
             lines.append(f"| {lab} | {fmt(p[i])} | {fmt(r[i])} | {int(self.confusion[i].sum())} |")
         lines.append("")
         lines.append("Confusion matrix (rows = true, columns = predicted):")
@@ -326,7 +329,7 @@ def plot_confusion(result: dict, path: Path) -> None:
         groups = [g for g in groups if g != "all"]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.6), squeeze=False)
     labels = list(result[groups[0]]["per_class"].keys())
-    for ax, g in zip(axes[0], groups):
+    for ax, g in zip(axes[0], groups, strict=True):
         cm = np.array(result[g]["confusion"])
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)

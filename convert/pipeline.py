@@ -155,7 +155,8 @@ def open_set_section(meta: ModelMetadata, ev: dict, before: dict | None) -> list
         "| measure (val, through the serving path) | today's model (before) | this model |",
         "|---|---:|---:|",
         f"| AUROC in-scope vs out-of-scope | {b.get('auroc', '–')} | {os_ev['auroc']} |",
-        f"| false-positive rate at 95 % in-scope acceptance | {_pct(b.get('fpr_at_95'))} | {_pct(os_ev['fpr_at_95'])} |",
+        f"| false-positive rate at 95 % in-scope acceptance | {_pct(b.get('fpr_at_95'))} | "
+        f"{_pct(os_ev['fpr_at_95'])} |",
         f"| out-of-scope images rejected | {_pct(b.get('out_of_scope_rejected'))} | "
         f"{_pct(os_ev['out_of_scope_rejected'])} |",
         f"| real in-scope photos accepted | 100 % (no verdict) | {_pct(os_ev['in_scope_accepted'])} |",
@@ -257,7 +258,8 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
         ("- **preprocessing** (identical in training, evaluation, the bench and serving: one code path, "
          f"`yogapose.preprocess`, rendered here from the metadata): {describe_preprocessing(meta)}."),
         "",
-        "Reproduce: `python -m convert.pipeline --weights ../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5`.",
+        ("Reproduce: `python -m convert.pipeline --weights "
+         "../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5`."),
         "",
         *open_set_section(meta, ev, before),
         *framing_section(ev, before),
@@ -283,7 +285,8 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
         name = row["variant"] + (" (refused: fails verification)" if row.get("refused") else "")
         lines.append(
             f"| {name} | {row['bytes'] / 1e6:.1f} | {row['real_accuracy']:.4f} | {row['real_macro_recall']:.4f} | "
-            f"{row.get('cgi_accuracy', float('nan')):.4f} | {_pct(row.get('fpr_at_95'))} | {row['top1_agreement']:.4f} | "
+            f"{row.get('cgi_accuracy', float('nan')):.4f} | {_pct(row.get('fpr_at_95'))} | "
+            f"{row['top1_agreement']:.4f} | "
             f"{row['max_abs_prob_diff']:.3g} | {row['infer_ms']:.1f} |"
         )
     thresholds = ", ".join(f"{k} {v}" for k, v in DEFAULT_MAX_DIFF.items())

@@ -442,7 +442,7 @@ def train(args: argparse.Namespace) -> dict:
     _, val_images, val_found = decode_all(val_items, prep)
     train_labels = np.array([c for _, c in train_items], dtype=np.int64)
     val_labels = np.array([c for _, c in val_items], dtype=np.int64)
-    scenes = [img for img, (path, _) in zip(originals, train_items) if path.parent.name == "no_person"]
+    scenes = [img for img, (path, _) in zip(originals, train_items, strict=True) if path.parent.name == "no_person"]
     if args.paste_copies and not scenes:
         scenes = [Image.new("RGB", (64, 48), (128, 128, 128))]
     print(f"train {len(train_items)} images, val {len(val_items)} images; person found in "

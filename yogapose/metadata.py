@@ -116,6 +116,12 @@ class Preprocessing:
         scale = d["scale"]
         if resize.get("keep_aspect_ratio", False):
             raise ValueError("keep_aspect_ratio=True is not supported by this server")
+        # What this server's decoder always does; a model trained otherwise is refused at
+        # load instead of being fed images it never saw.
+        if str(d.get("color_mode", "RGB")) != "RGB":
+            raise ValueError(f"color_mode {d.get('color_mode')!r} is not supported by this server (RGB only)")
+        if not bool(d.get("exif_transpose", True)):
+            raise ValueError("exif_transpose=false is not supported by this server (it applies EXIF orientation)")
         return cls(
             size=(int(resize["size"][0]), int(resize["size"][1])),
             interpolation=str(resize["interpolation"]),
@@ -124,7 +130,7 @@ class Preprocessing:
             scale_offset=float(scale["offset"]),
             color_mode=str(d.get("color_mode", "RGB")),
             exif_transpose=bool(d.get("exif_transpose", True)),
-            alpha_background=tuple(d.get("alpha_background", (255, 255, 255))),  # type: ignore[arg-type]
+            alpha_background=_rgb(d.get("alpha_background", (255, 255, 255))),
             person_crop=PersonCrop.from_dict(d["person_crop"]) if d.get("person_crop") else None,
         )
 
@@ -267,3 +273,8 @@ def sha256_file(path: Path | str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _rgb(value: Any) -> tuple[int, int, int]:
+    r, g, b = (int(v) for v in value)
+    return (r, g, b)

@@ -43,7 +43,7 @@ from .metadata import PersonCrop, sha256_file
 try:  # the maintained LiteRT wheel (Python 3.12, numpy 2)
     from ai_edge_litert.interpreter import Interpreter
 except ImportError:  # pragma: no cover - legacy environments only
-    from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+    from tflite_runtime.interpreter import Interpreter
 
 INPUT_SIZE = 224
 NUM_ANCHORS = 2254

@@ -32,7 +32,7 @@ from .metadata import ModelMetadata, load_metadata, sha256_file
 try:  # the maintained LiteRT wheel (Python 3.12, numpy 2)
     from ai_edge_litert.interpreter import Interpreter
 except ImportError:  # pragma: no cover - legacy environments only
-    from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+    from tflite_runtime.interpreter import Interpreter
 
 
 @dataclass(frozen=True)

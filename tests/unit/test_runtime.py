@@ -198,3 +198,13 @@ def test_int8_model_through_the_app(int8_model, images):
     result = app.handle({"image": b64(images["jpeg"])})
     assert list(result) == list(app.labels)
     assert sum(result.values()) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("field, value", [("color_mode", "L"), ("exif_transpose", False)])
+def test_preprocessing_the_server_cannot_honour_is_refused(tiny_model_path, tmp_path, field, value):
+    model = copy_model(tiny_model_path, tmp_path)
+    data = json.loads(model.with_suffix(".json").read_text())
+    data["preprocessing"][field] = value
+    model.with_suffix(".json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=field):
+        Model.load(model)
