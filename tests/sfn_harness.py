@@ -4,7 +4,8 @@ It walks the bulk state machine's own definition, read from ``template.yaml``, t
 Step Functions service runs a *Distributed Map* (as documented), so the end-to-end test
 exercises the real definition, the real S3 protocol (moto's server) and the real handler:
 
-* ``Pass`` states with ``Parameters`` (``.$`` JSONPath fields, ``States.StringToJson``);
+* ``Pass`` states with ``Parameters`` (``.$`` JSONPath fields, ``States.StringToJson`` and
+  ``States.JsonMerge``);
 * the ``Map`` state's ``ItemReader`` (``arn:aws:states:::s3:listObjectsV2``, every page of
   the listing, items shaped ``{"Key", "Size", "Etag", "LastModified", "StorageClass"}``),
   ``ItemBatcher`` (``MaxItemsPerBatch[Path]``, ``BatchInput``), the item processor's
@@ -34,7 +35,6 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 STATE_MACHINE = "BulkStateMachine"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:yoga-pose"
 STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:yoga-bulk"
-_STRING_TO_JSON = re.compile(r"^States\.StringToJson\('((?:[^'\\]|\\.)*)'\)$")
 
 
 class HarnessError(Exception):
@@ -118,11 +118,62 @@ def _parameters(template: Any, data: Any) -> Any:
     out = {}
     for key, value in template.items():
         if key.endswith(".$"):
-            match = _STRING_TO_JSON.match(value)
-            out[key[:-2]] = json.loads(match.group(1)) if match else _path(data, value)
+            out[key[:-2]] = _intrinsic(value, data) if value.startswith("States.") else _path(data, value)
         else:
             out[key] = _parameters(value, data)
     return out
+
+
+def _intrinsic(text: str, data: Any) -> Any:
+    """Evaluate ``States.StringToJson`` / ``States.JsonMerge`` calls (nested), whose arguments
+    are string literals (``'...'`` with ``\\`` escapes), paths, booleans, numbers or calls."""
+    value, end = _expr(text, 0, data)
+    if end != len(text):
+        raise HarnessError(f"cannot parse intrinsic {text!r}")
+    return value
+
+
+def _expr(text: str, i: int, data: Any) -> tuple[Any, int]:
+    while text[i] == " ":
+        i += 1
+    if text[i] == "'":
+        out, i = [], i + 1
+        while text[i] != "'":
+            if text[i] == "\\":
+                i += 1
+            out.append(text[i])
+            i += 1
+        return "".join(out), i + 1
+    match = re.compile(r"States\.(\w+)\(").match(text, i)
+    if match:
+        args, i = [], match.end()
+        while True:
+            arg, i = _expr(text, i, data)
+            args.append(arg)
+            while text[i] == " ":
+                i += 1
+            if text[i] == ")":
+                return _call(match.group(1), args), i + 1
+            if text[i] != ",":
+                raise HarnessError(f"cannot parse intrinsic {text!r} at {i}")
+            i += 1
+    token = re.compile(r"[^,) ]+").match(text, i)
+    if token is None:
+        raise HarnessError(f"cannot parse intrinsic {text!r} at {i}")
+    word = token.group(0)
+    if word.startswith("$"):
+        return _path(data, word), token.end()
+    return json.loads(word), token.end()  # true, false, null, numbers
+
+
+def _call(name: str, args: list[Any]) -> Any:
+    if name == "StringToJson" and len(args) == 1 and isinstance(args[0], str):
+        return json.loads(args[0])
+    if name == "JsonMerge" and len(args) == 3 and args[2] is False:
+        if not (isinstance(args[0], dict) and isinstance(args[1], dict)):
+            raise ExecutionFailed("States.Runtime", "States.JsonMerge needs two JSON objects")
+        return {**args[0], **args[1]}  # shallow: the second object's keys win
+    raise HarnessError(f"intrinsic States.{name} with {args!r} is not implemented")
 
 
 def _number(state: dict, name: str, data: Any, default: Any = None) -> Any:

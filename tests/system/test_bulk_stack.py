@@ -80,6 +80,7 @@ def test_the_harness_walks_what_cloudformation_deploys(translated) -> None:
 def test_numbers_reach_the_map_as_integers(translated) -> None:
     d = definition_from_template(BULK)
     settings = d["States"]["Settings"]["Parameters"]
+    assert settings["input.$"].startswith("States.JsonMerge(")  # defaults under the execution input
     assert settings["batchSize.$"] == "States.StringToJson('25')"
     assert settings["maxConcurrency.$"] == "States.StringToJson('10')"
     assert settings["toleratedFailurePercentage.$"] == "States.StringToJson('5')"
@@ -279,7 +280,8 @@ def test_a_distributed_map_over_2500_images_completes_with_per_item_results(hand
     listed = N_IMAGES + len(s3_env["markers"]) + len(s3_env["others"])
     assert run.items == listed and run.list_pages == math.ceil(listed / 1000) == 3
     assert len(run.batches) == math.ceil(listed / 25)
-    assert all(len(b["Items"]) <= 25 and b["BatchInput"] == {"bucket": BUCKET} for b in run.batches)
+    assert all(len(b["Items"]) <= 25 and b["BatchInput"] == {"bucket": BUCKET, "details": False}
+               for b in run.batches)
     assert sfn.sleeps == [2] and run.failed_items == 0
     assert (run.max_concurrency, run.tolerated_failure_percentage) == (10, 5)
     assert out["MapRunArn"] == run.map_run_arn
@@ -341,11 +343,15 @@ def test_the_tolerated_failure_rule_fails_the_run_only_past_the_threshold(handle
         sfn.run({"bucket": BUCKET, "prefix": "shoot/"})
 
 
-def test_an_execution_input_without_a_prefix_fails_like_step_functions(s3_env) -> None:
-    sfn = DistributedMapHarness(definition_from_template({**BULK, "ReadableBucket": BUCKET}), client(),
-                                lambda f, p: [])
+def test_prefix_and_details_are_optional_and_bucket_is_required(s3_env) -> None:
+    seen: list[Any] = []
+    definition = definition_from_template({**BULK, "ReadableBucket": BUCKET, "BulkBatchSize": "100"},
+                                          results_bucket=RESULTS)
+    sfn = DistributedMapHarness(definition, client(), lambda f, p: seen.append(p) or [])
+    sfn.run({"bucket": BUCKET, "details": True})  # no prefix: the whole bucket
+    assert sfn.map_run.items == N_IMAGES + len(s3_env["markers"]) + len(s3_env["others"]) + 1
+    assert {json.dumps(p["BatchInput"]) for p in seen} == {json.dumps({"bucket": BUCKET, "details": True})}
+    sfn = DistributedMapHarness(definition, client(), lambda f, p: [])
     with pytest.raises(ExecutionFailed) as info:
-        sfn.run({"bucket": BUCKET})
+        sfn.run({"prefix": "shoot/"})
     assert info.value.error == "States.Runtime"
-
-
