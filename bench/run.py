@@ -400,7 +400,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keras-model", default=str(DEFAULT_KERAS), help="float32 Keras model for the model(x) row")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of variants")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    p.add_argument("--quick", action="store_true", help="smoke run (< 1 min): few runs, 1 thread, no 2nd variant")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run (< 1 min): few runs, 1 thread, the shipped model and its float32 copy only")
     p.add_argument("--no-reference", action="store_true", help="skip the tflite-runtime reference stack")
     p.add_argument("--no-keras", action="store_true", help="skip the plain Keras row")
     p.add_argument("--no-fetch", action="store_true", help="skip the loopback fetch comparison")
