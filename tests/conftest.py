@@ -178,3 +178,19 @@ def running_local_server(handler: Callable[[Any, Any], Any]):
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def log_stream():
+    """What the Powertools logger writes (its handler keeps the stdout of import time)."""
+    import io
+
+    from yogapose import observability
+
+    handler = observability.logger.registered_handler
+    buf = io.StringIO()
+    old = handler.setStream(buf)
+    try:
+        yield buf
+    finally:
+        handler.setStream(old)

@@ -309,21 +309,6 @@ def fake_context(request_id: str = "req-0123") -> LambdaContext:
     return LambdaContext(request_id, function_name="yoga-pose-fn", memory_limit_in_mb=2048)
 
 
-@pytest.fixture
-def log_stream():
-    """What the Powertools logger writes (its handler keeps the stdout of import time)."""
-    import io
-
-    from yogapose import observability
-
-    handler = observability.logger.registered_handler
-    buf = io.StringIO()
-    old = handler.setStream(buf)
-    try:
-        yield buf
-    finally:
-        handler.setStream(old)
-
 
 def _json_lines(text: str) -> list[dict]:
     out = []

@@ -56,22 +56,6 @@ def model_with(tiny_model_path, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def log_stream():
-    """What the Powertools logger writes (as in test_contract)."""
-    import io
-
-    from yogapose import observability
-
-    handler = observability.logger.registered_handler
-    buf = io.StringIO()
-    old = handler.setStream(buf)
-    try:
-        yield buf
-    finally:
-        handler.setStream(old)
-
-
-@pytest.fixture
 def handler_():
     import lambda_function
 
