@@ -142,7 +142,7 @@ def test_page_references_nothing_external():
     assert not re.search(r"<link[^>]*rel\s*=\s*[\"']?stylesheet", html, re.IGNORECASE)
     assert not re.search(r"(?i)cdn|googleapis|gstatic|unpkg|jsdelivr|cloudflare", html)
     # The page calls its own API with relative URLs only.
-    assert re.findall(r"""fetch\(\s*["']([^"']+)["']""", html) == ["predict", "health"]
+    assert re.findall(r"""fetch\(\s*["']([^"']+)["']""", html) == ["predict?details=1", "health"]
 
 
 # --- predictions through HTTP -------------------------------------------------------------
