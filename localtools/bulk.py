@@ -40,6 +40,10 @@ class UsageError(Exception):
     """Bad command line (exit status 2): nothing to classify, an unusable --resume, ..."""
 
 
+class ModelError(Exception):
+    """The model could not be loaded, here or in a worker (exit status 1, one line)."""
+
+
 # ------------------------------------------------------------------------------ sources
 
 
@@ -155,11 +159,27 @@ def init_worker(settings: Any, details: bool) -> None:
     _worker["settings"] = (settings, details)
 
 
+def init_pool_worker(settings: Any, details: bool) -> None:
+    """The pool's initializer: a model that fails to load is reported by the first task as
+    a :class:`ModelError` (one line in the parent), not as a worker's traceback."""
+    try:
+        init_worker(settings, details)
+    except (RuntimeError, ValueError, OSError) as exc:
+        _worker["error"] = f"cannot load the model: {exc}"
+
+
+def loaded_app() -> Any:
+    """The app :func:`init_worker` loaded in this process."""
+    return _worker["app"]
+
+
 def classify_source(source: str) -> dict[str, Any]:
-    """One source -> its record, in whichever process runs it; never raises."""
+    """One source -> its record, in whichever process runs it (raises only ModelError)."""
     from yogapose import batch
     from yogapose.observability import RequestStats
 
+    if "error" in _worker:
+        raise ModelError(_worker["error"])
     app = _worker["app"]
     details = _worker["details"]
     stats = RequestStats()
@@ -198,12 +218,16 @@ def classify_all(sources: Sequence[str], settings: Any, details: bool, workers: 
             yield classify_source(source)
         return
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(settings, details)
-    ) as pool:
-        # Small chunks keep the order-preserving map from waiting long on one slow worker.
-        chunk = max(1, min(8, len(sources) // (workers * 16)))
-        yield from pool.map(classify_source, sources, chunksize=chunk)
+    try:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=init_pool_worker, initargs=(settings, details)
+        ) as pool:
+            # Small chunks keep the order-preserving map from waiting long on one slow worker.
+            chunk = max(1, min(8, len(sources) // (workers * 16)))
+            yield from pool.map(classify_source, sources, chunksize=chunk)
+    except concurrent.futures.process.BrokenProcessPool:
+        raise ModelError("a worker process failed (it could not load the model, or was killed); "
+                         "the records written so far are kept") from None
 
 
 # ------------------------------------------------------------------------------ output
@@ -359,7 +383,10 @@ def run(arguments: Sequence[str], settings: Any, *, fmt: str | None, output: Pat
     stream: IO[str] = sys.stdout if output is None else output.open(
         "a" if resume else "w", encoding="utf-8", newline="")
     if workers <= 1 or len(sources) <= 1:
-        init_worker(settings, details)  # load the model before the bar: its log lines come first
+        try:
+            init_worker(settings, details)  # load the model before the bar: its log lines come first
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"cannot load the model: {exc}") from None
     progress = _progress(len(sources))
     t0 = time.perf_counter()
     try:

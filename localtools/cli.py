@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                             labels=labels)
         except bulk.UsageError as exc:
             parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        except bulk.ModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("interrupted: the records written so far are kept; --resume carries on", file=sys.stderr)
             return 130
@@ -133,7 +136,7 @@ def predict(sources: list[str], model: Path | None = None, details: bool = False
         if model is not None:
             settings = dataclasses.replace(settings, model_path=model)
         bulk.init_worker(settings, details)  # loads the model, logs to stderr
-        app = bulk._worker["app"]
+        app = bulk.loaded_app()
     except (RuntimeError, ValueError, OSError) as exc:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 1

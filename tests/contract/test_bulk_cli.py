@@ -221,3 +221,14 @@ def test_an_s3_prefix_is_listed_page_by_page(tiny_model_path, tmp_path) -> None:
     assert [r["source"] for r in records] == [f"s3://cli-bulk/{k}" for k in keys]
     assert all("error" not in r for r in records)
     assert "1100 images in" in out.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_model_that_does_not_load_is_one_line_and_exit_1(folder, tiny_model_path, tmp_path, workers) -> None:
+    bad = tmp_path / tiny_model_path.name
+    bad.write_bytes(b"not a flatbuffer")
+    meta = tiny_model_path.with_suffix(".json")
+    (tmp_path / meta.name).write_bytes(meta.read_bytes())  # metadata fine, weights broken
+    out = cli("predict", str(folder), "--workers", workers, "--model", str(bad))
+    assert out.returncode == 1 and out.stdout == ""
+    assert "error: cannot load the model" in out.stderr and "Traceback" not in out.stderr
