@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from yogapose.batch import DETAIL_FIELDS, is_folder_marker, is_image_name, record_for
+from yogapose.batch import DETAIL_FIELDS, IMAGE_EXTENSIONS, is_folder_marker, is_image_name, record_for
 
 FORMATS = ("jsonl", "csv", "json")
 _GLOB_CHARS = frozenset("*?[")
@@ -371,7 +371,7 @@ def run(arguments: Sequence[str], settings: Any, *, fmt: str | None, output: Pat
     sources = expand(arguments)
     if not sources:
         raise UsageError(f"no images found in {' '.join(arguments)[:300]} "
-                         "(folders are searched for .jpg, .jpeg, .png, .webp, .bmp, .gif)")
+                         f"(folders are searched for {' '.join(sorted(IMAGE_EXTENSIONS))})")
     summary = Summary()
     done: set[str] = set()
     if resume:
