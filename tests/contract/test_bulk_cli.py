@@ -232,3 +232,18 @@ def test_a_model_that_does_not_load_is_one_line_and_exit_1(folder, tiny_model_pa
     out = cli("predict", str(folder), "--workers", workers, "--model", str(bad))
     assert out.returncode == 1 and out.stdout == ""
     assert "error: cannot load the model" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_val_folder_gives_703_csv_rows_with_paths_and_a_summary(shared_dir, tiny_model_path, tmp_path) -> None:
+    """The issue's acceptance command, on the tiny model (the shipped model's accuracy is
+    tests/training/test_shipped_model.py's business)."""
+    val = shared_dir / "data" / "yoga" / "val"
+    dest = tmp_path / "out.csv"
+    out = cli("predict", str(val), "--format", "csv", "--output", str(dest), "--model", str(tiny_model_path))
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(dest.read_text())))
+    expected = sorted(str(p) for p in val.rglob("*.jpg"))
+    assert len(rows) == len(expected) == 703
+    assert sorted(r["source"] for r in rows) == expected
+    assert all(r["pose"] in LABELS and not r["error_code"] for r in rows)
+    assert "703 images in" in out.stderr and "703 classified, 0 failed" in out.stderr
