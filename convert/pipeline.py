@@ -94,9 +94,14 @@ def data_summary(data: Path) -> dict:
 
 def ship(chosen_path: Path, model_dir: Path, ev: dict, variants_table: list[dict], why: str) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
-    target = model_dir / SHIP_NAME  # (the person detector beside it stays)
-    shutil.copyfile(chosen_path, target)
     meta = load_metadata(chosen_path)
+    crop = meta.preprocessing.person_crop
+    keep = {crop.detector_file} if crop else set()  # the person detector beside it stays
+    for old in model_dir.glob("*.tflite"):
+        if old.name not in keep:
+            old.unlink()
+    target = model_dir / SHIP_NAME
+    shutil.copyfile(chosen_path, target)
     validation = {
         g: {"images": ev[g]["images"], "accuracy": ev[g]["accuracy"], "macro_recall": ev[g]["macro_recall"],
             "per_class_recall": {k: v["recall"] for k, v in ev[g]["per_class"].items()}}
