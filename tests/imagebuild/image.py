@@ -69,10 +69,18 @@ def _layer_sizes(buildah: Buildah, image: str) -> list[int]:
     return [int(layer["size"]) for layer in manifest["layers"]]
 
 
-def build_image(buildah: Buildah, context: Path, base: str, tag: str, log: Path) -> BuiltImage:
-    """``docker build`` of ``context/Dockerfile`` on ``base``; build output goes to ``log``."""
+def build_image(buildah: Buildah, context: Path, base: str, tag: str, log: Path,
+                arch: str | None = None, volumes: list[str] = ()) -> BuiltImage:  # fmt: skip
+    """``docker build`` of ``context/Dockerfile`` on ``base``; build output goes to ``log``.
+
+    ``arch`` is ``docker build --platform linux/<arch>``: every RUN step then executes the
+    foreign binaries through qemu (binfmt_misc), like Docker's own cross builds.
+    """
     cmd = [*buildah.args, "bud", "--isolation", "chroot", "--layers",
            "--build-arg", f"BASE_IMAGE={base}", "-t", tag, "-f", "Dockerfile"]  # fmt: skip
+    if arch:
+        cmd += ["--arch", arch, "--os", "linux"]
+    cmd += list(volumes)
     if HOST_CA_BUNDLE.exists():
         # This machine reaches PyPI through a TLS-inspecting proxy: lend its CA bundle to the
         # RUN steps, read-only and only while they run. It never lands in a layer, and the
@@ -107,11 +115,22 @@ class Rootfs:
         subprocess.run([*self.buildah.args, "rm", self.ctr], capture_output=True, check=False)
 
 
-class RunningFunction:
-    """``docker run -p PORT:8080 <image>``: the image's ENTRYPOINT + CMD under buildah run."""
+# Lambda (arm64 in particular) does not mount /sys/devices/system/cpu: an empty tmpfs over
+# it, in the container's own mount namespace, gives the function the same view.
+HIDE_CPU_DIR = ["/bin/sh", "-c", 'mount -t tmpfs -o size=4k,mode=0755 no-cpu-dir /sys/devices/system/cpu'
+                ' && exec "$@"', "hide-cpu-dir"]  # fmt: skip
 
-    def __init__(self, buildah: Buildah, image: str, env: dict[str, str], log: Path) -> None:
+
+class RunningFunction:
+    """``docker run -p PORT:8080 <image>``: the image's ENTRYPOINT + CMD under buildah run.
+
+    ``hide_cpu_dir`` runs it as Lambda would see the machine: no /sys/devices/system/cpu.
+    """
+
+    def __init__(self, buildah: Buildah, image: str, env: dict[str, str], log: Path,
+                 hide_cpu_dir: bool = False, start_timeout: float = 30) -> None:  # fmt: skip
         self.buildah, self.image, self.env, self.log = buildah, image, env, log
+        self.hide_cpu_dir, self.start_timeout = hide_cpu_dir, start_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
 
@@ -125,13 +144,18 @@ class RunningFunction:
             f"--runtime-api-address 127.0.0.1:{free_port()}"
         )
         cmd = [*self.buildah.args, "run", "--isolation", "chroot"]
+        command = self.command
+        if self.hide_cpu_dir:
+            # Mounting needs CAP_SYS_ADMIN; the mount stays in the container's namespace.
+            cmd += ["--cap-add", "CAP_SYS_ADMIN"]
+            command = [*HIDE_CPU_DIR, *command]
         for key, value in env.items():
             cmd += ["--env", f"{key}={value}"]
         self._out = self.log.open("w")
         # Own process group: teardown signals exactly this tree (buildah, the emulator, python).
-        self.proc = subprocess.Popen([*cmd, self.ctr, "--", *self.command], stdout=self._out,
+        self.proc = subprocess.Popen([*cmd, self.ctr, "--", *command], stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        self._wait_listening(timeout=30)
+        self._wait_listening(timeout=self.start_timeout)
         return self
 
     def _wait_listening(self, timeout: float) -> None:

@@ -17,6 +17,15 @@ same minor version as the Lambda base (Debian's own python is 3.11 in bookworm a
 in trixie, either would install different wheels), and bookworm carries exactly the shared
 libraries that build links against (libssl3, libffi8, libsqlite3, ...).
 
+For ``linux/arm64`` on an x86 machine (``ensure_standin(arch="arm64")``) the same layout is
+built from Debian trixie's arm64 packages, run through ``qemu-user-static`` via binfmt_misc:
+nothing reachable from here ships an aarch64 CPython 3.12 (Debian has 3.11 and 3.13, PyPI and
+npm only launchers that download from elsewhere), so that stand-in's ``/var/lang/bin/python3``
+is Debian's CPython 3.13 and the Dockerfile installs the cp313 aarch64 wheels of the same
+pinned versions (the lock holds the hashes of every file of each release). For LiteRT that is
+the same native code: ``libLiteRt.so`` is byte-identical in the cp312 and cp313 aarch64 wheels
+of ai-edge-litert 2.3.0, and ``libpywrap_litert_common.so`` differs only in its Python glue.
+
 Everything is cached (rootfs under the cache dir, the image in a private buildah store)
 and keyed on the recipe, so only the first run pays for debootstrap.
 Run by hand: ``python -m tests.imagebuild.standin`` prints the image name.
@@ -34,6 +43,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +63,28 @@ TOOLS_FILE = HERE / "standin-tools.txt"
 # awslambdaric (and what it needs) comes from the dev group of Pipfile.lock.
 RIC_PACKAGES = ("awslambdaric", "simplejson", "snapshot-restore-py")
 RIE_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+# OCI architecture name -> uname machine name.
+MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A stand-in for another CPU architecture, from Debian's packages, run under qemu."""
+
+    arch: str  # OCI name: arm64
+    suite: str
+    python: str  # Debian's CPython minor version in that suite
+    packages: tuple[str, ...]
+
+    @property
+    def machine(self) -> str:
+        return MACHINES[self.arch]
+
+
+FOREIGN = {
+    "arm64": Foreign("arm64", "trixie", "3.13",
+                     ("ca-certificates", "python3.13", "libstdc++6", "libgcc-s1")),
+}  # fmt: skip
 IMAGE_ENV = {
     "LANG": "C.UTF-8",
     "TZ": ":/etc/localtime",
@@ -135,20 +167,26 @@ def _pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True)
 
 
-def ensure_rootfs(cache: Path) -> Path:
-    """A trimmed Debian rootfs; built once by debootstrap, then reused (about a minute)."""
-    key = hashlib.sha256(f"{SUITE}|{MIRROR}|{','.join(DEB_PACKAGES)}".encode()).hexdigest()[:12]
-    target = cache / f"rootfs-{SUITE}-{key}.tar"
+def ensure_rootfs(cache: Path, suite: str = SUITE, packages: tuple[str, ...] = DEB_PACKAGES,
+                  arch: str | None = None) -> Path:  # fmt: skip
+    """A trimmed Debian rootfs; built once by debootstrap, then reused (about a minute).
+
+    ``arch`` (an OCI/Debian name such as ``arm64``) builds a foreign one; debootstrap's second
+    stage then runs the foreign dpkg through qemu (binfmt_misc), ~4-6 min on two cores.
+    """
+    recipe = f"{suite}|{MIRROR}|{','.join(packages)}" + (f"|{arch}" if arch else "")
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    target = cache / f"rootfs-{suite}-{arch + '-' if arch else ''}{key}.tar"
     if target.exists():
         return target
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is not installed (apt-get install debootstrap)")
     with tempfile.TemporaryDirectory(dir=cache, prefix="debootstrap-") as tmp:
         root = Path(tmp) / "rootfs"
-        log(f"debootstrap {SUITE} (first run only, ~1-2 min)")
+        log(f"debootstrap {suite} {arch or ''} (first run only)")
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(DEB_PACKAGES)}",
-             SUITE, str(root), MIRROR],
+            ["debootstrap", "--variant=minbase", *([f"--arch={arch}"] if arch else []),
+             f"--include={','.join(packages)}", suite, str(root), MIRROR],
             check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         # What a container base image does not need: package caches, indexes, docs.
@@ -161,9 +199,9 @@ def ensure_rootfs(cache: Path) -> Path:
     return target
 
 
-def ensure_rie(cache: Path) -> Path:
+def ensure_rie(cache: Path, machine: str | None = None) -> Path:
     """The emulator binary from AWS SAM CLI's wheel (hash-pinned in standin-tools.txt)."""
-    arch = RIE_ARCH[platform.machine()]
+    arch = RIE_ARCH[machine or platform.machine()]
     pin = next(line for line in TOOLS_FILE.read_text().splitlines() if line.startswith("aws-sam-cli"))
     version = pin.split("==")[1].split()[0]
     binary = cache / f"aws-lambda-rie-{arch}-{version}"
@@ -261,17 +299,172 @@ def ensure_standin(buildah: Buildah | None = None) -> str:
     finally:
         if ctr:
             subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
-    _prune_old(buildah, image)
+    _prune_old(buildah, image, IMAGE_REPO)
     return image
 
 
-def _prune_old(buildah: Buildah, keep: str) -> None:
+def _prune_old(buildah: Buildah, keep: str, repo: str) -> None:
     """Drop stand-ins from older recipes: vfs stores every layer as a full copy."""
     for line in buildah("images", "--format", "{{.Name}}:{{.Tag}}", "--filter",
-                        f"reference={IMAGE_REPO}").splitlines():  # fmt: skip
+                        f"reference={repo}").splitlines():  # fmt: skip
         if line and line != keep:
             subprocess.run([*buildah.args, "rmi", "-f", line], capture_output=True, check=False)
 
 
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+def foreign_problem(arch: str) -> str | None:
+    """None when this machine can build and run ``arch`` images, else why not.
+
+    Foreign binaries run through qemu-user-static registered in binfmt_misc with the F flag
+    (the kernel opens the emulator at registration, so it works inside a chroot). As root this
+    mounts binfmt_misc and enables Debian's qemu entry when they are not yet active.
+    """
+    foreign = FOREIGN.get(arch)
+    if foreign is None:
+        return f"no stand-in recipe for {arch}"
+    qemu = f"qemu-{foreign.machine}"
+    if shutil.which(f"{qemu}-static") is None:
+        return f"{qemu}-static is not installed (apt-get install qemu-user-static binfmt-support)"
+    entry = BINFMT / qemu
+    if not entry.exists() and os.geteuid() == 0:
+        if not (BINFMT / "register").exists():
+            subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)],
+                           capture_output=True, check=False)  # fmt: skip
+        if shutil.which("update-binfmts"):
+            subprocess.run(["update-binfmts", "--enable", qemu], capture_output=True, check=False)
+    if not entry.exists():
+        return f"binfmt_misc has no {qemu} entry (mount binfmt_misc; update-binfmts --enable {qemu})"
+    lines = entry.read_text().splitlines()
+    if lines[0] != "enabled":
+        return f"binfmt_misc entry {qemu} is disabled (update-binfmts --enable {qemu})"
+    flags = next((line.split(":", 1)[1] for line in lines if line.startswith("flags:")), "")
+    if "F" not in flags:
+        return f"binfmt_misc entry {qemu} lacks the F flag, so it cannot run inside a chroot"
+    return None
+
+
+def _foreign_key(foreign: Foreign) -> str:
+    h = hashlib.sha256()
+    for path in (Path(__file__), HERE / "lambda-entrypoint.sh", HERE / "bootstrap", TOOLS_FILE):
+        h.update(path.read_bytes())
+    h.update(_lock_requirements(RIC_PACKAGES).encode())
+    h.update(repr(foreign).encode())
+    return h.hexdigest()[:16]
+
+
+def _pip_for(foreign: Foreign, target: Path, requirements: str) -> None:
+    """Host pip installs wheels for the foreign interpreter (no emulation needed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req = Path(tmp) / "req.txt"
+        req.write_text(requirements)
+        tags = [f"manylinux_2_{n}_{foreign.machine}" for n in (17, 28, 34)]
+        _pip("install", "-q", "--no-cache-dir", "--no-deps", "--require-hashes", "--no-compile",
+             "--only-binary=:all:", *[f"--platform={t}" for t in tags],
+             f"--python-version={foreign.python}", "--implementation=cp",
+             f"--abi=cp{foreign.python.replace('.', '')}", "--target", str(target), "-r", str(req))  # fmt: skip
+
+
+# Where the foreign build finds its wheels (see ``foreign_build_volumes``).
+WHEELHOUSE = "/var/cache/yogapose-wheelhouse"
+
+
+def _runtime_requirements() -> str:
+    """The lock's default group as pip requirement lines, as the Dockerfile's deps stage writes them."""
+    lock = json.loads((REPO / "Pipfile.lock").read_text())["default"]
+    lines = []
+    for name, pkg in sorted(lock.items()):
+        extras = f"[{','.join(pkg['extras'])}]" if pkg.get("extras") else ""
+        markers = f" ; {pkg['markers']}" if pkg.get("markers") else ""
+        lines.append(f"{name}{extras}{pkg['version']}{markers} " + " ".join(f"--hash={h}" for h in pkg["hashes"]))
+    return "\n".join(lines) + "\n"
+
+
+def foreign_build_volumes(arch: str) -> list[str]:
+    """``--volume`` arguments that serve the deps stage's ``pip install`` from a local wheelhouse.
+
+    Under emulation pip spends 15+ minutes fetching and parsing the package index pages (those
+    of botocore alone list thousands of files) before it installs 54 MB of wheels. So the host's
+    pip downloads the very files (hash-checked against Pipfile.lock, for the foreign platform)
+    once into the cache, and the RUN step sees them read-only through a pip.conf with
+    ``no-index``: the Dockerfile is unchanged and its emulated pip still selects, hash-checks,
+    unpacks and byte-compiles every wheel itself (~40 s). Nothing of it lands in a layer.
+    """
+    foreign = FOREIGN[arch]
+    requirements = _runtime_requirements()
+    key = hashlib.sha256(f"{requirements}|{foreign!r}".encode()).hexdigest()[:12]
+    wheels = cache_dir() / f"wheelhouse-{arch}-{key}"
+    if not wheels.exists():
+        with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+            req = Path(tmp) / "requirements.txt"
+            req.write_text(requirements)
+            tags = [f"manylinux_2_{n}_{foreign.machine}" for n in (17, 27, 28, 34)]
+            _pip("download", "-q", "--no-deps", "--require-hashes", "--only-binary=:all:",
+                 *[f"--platform={t}" for t in tags], f"--python-version={foreign.python}",
+                 "--implementation=cp", f"--abi=cp{foreign.python.replace('.', '')}",
+                 "-d", str(Path(tmp) / "wheels"), "-r", str(req))  # fmt: skip
+            (Path(tmp) / "wheels").rename(wheels)
+    conf = cache_dir() / f"pip-wheelhouse-{arch}.conf"
+    conf.write_text(f"[global]\nno-index = true\nfind-links = {WHEELHOUSE}\n")
+    return ["--volume", f"{wheels}:{WHEELHOUSE}:ro", "--volume", f"{conf}:/etc/pip.conf:ro"]
+
+
+def ensure_foreign_standin(buildah: Buildah, arch: str) -> str:
+    """The stand-in for ``arch`` (see the module docstring), built once (~6-8 min) and cached."""
+    foreign = FOREIGN[arch]
+    problem = foreign_problem(arch)
+    if problem:
+        raise RuntimeError(problem)
+    repo = f"{IMAGE_REPO}-{arch}"
+    image = f"{repo}:{_foreign_key(foreign)}"
+    if buildah.image_exists(image):
+        return image
+    cache = cache_dir()
+    rootfs_tar = ensure_rootfs(cache, foreign.suite, foreign.packages, arch)
+    rie = ensure_rie(cache, foreign.machine)
+    log(f"assembling {image}")
+    ctr = buildah("from", "--quiet", "--arch", arch, "scratch")
+    try:
+        mnt = Path(buildah("mount", ctr))
+        subprocess.run(["tar", "-C", str(mnt), "-xf", str(rootfs_tar)], check=True)
+        # /var/lang/bin/python3 is where AWS's base keeps its interpreter; here Debian's.
+        bindir = mnt / "var" / "lang" / "bin"
+        bindir.mkdir(parents=True)
+        for name in ("python3", f"python{foreign.python}"):
+            (bindir / name).symlink_to(f"/usr/bin/python{foreign.python}")
+        (mnt / "var" / "lang" / "lib").mkdir()
+        pip_pin = next(line for line in TOOLS_FILE.read_text().splitlines() if line.startswith("pip=="))
+        site = mnt / "usr" / "local" / "lib" / f"python{foreign.python}" / "dist-packages"
+        _pip_for(foreign, site, pip_pin + "\n")
+        runtime = mnt / "var" / "runtime"
+        _pip_for(foreign, runtime, _lock_requirements(RIC_PACKAGES))
+        shutil.rmtree(runtime / "bin", ignore_errors=True)
+        shutil.copy2(HERE / "bootstrap", runtime / "bootstrap")
+        shutil.copy2(HERE / "lambda-entrypoint.sh", mnt / "lambda-entrypoint.sh")
+        (mnt / "usr" / "local" / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(rie, mnt / "usr" / "local" / "bin" / "aws-lambda-rie")
+        for rel in ("var/task", "opt"):
+            (mnt / rel).mkdir(parents=True, exist_ok=True)
+        buildah("umount", ctr)
+        config = ["config", "--entrypoint", '["/lambda-entrypoint.sh"]', "--workingdir", "/var/task",
+                  "--cmd", "", "--os", "linux", "--arch", arch]  # fmt: skip
+        for key, value in IMAGE_ENV.items():
+            config += ["--env", f"{key}={value}"]
+        buildah(*config, ctr)
+        # Smoke check, emulated: the interpreter, its C extensions, pip and the runtime client.
+        buildah("run", "--isolation", "chroot", ctr, "--", "/var/lang/bin/python3", "-c",
+                "import ssl, ctypes, sqlite3, lzma, bz2, zlib, pip, sys, platform; "
+                f"assert platform.machine() == {foreign.machine!r}, platform.machine(); "
+                "sys.path.insert(0, '/var/runtime'); import awslambdaric")  # fmt: skip
+        buildah("commit", "--quiet", "--rm", ctr, image)
+        ctr = ""
+    finally:
+        if ctr:
+            subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
+    _prune_old(buildah, image, repo)
+    return image
+
+
 if __name__ == "__main__":
-    print(ensure_standin())
+    print(ensure_foreign_standin(Buildah(), sys.argv[1]) if len(sys.argv) > 1 else ensure_standin())

@@ -1,0 +1,160 @@
+"""The real Dockerfile built for ``linux/arm64`` and run the way Lambda arm64 runs it.
+
+``docker build --platform linux/arm64`` + ``docker run`` without Docker or an arm64 machine:
+buildah builds ``Dockerfile`` with ``--arch arm64`` on the arm64 stand-in base
+(tests/imagebuild/standin.py: Debian trixie arm64 with its CPython 3.13, since no aarch64
+CPython 3.12 is reachable from here), and every RUN step and the function itself execute
+through qemu-user-static (binfmt_misc). The function runs with ``/sys/devices/system/cpu``
+hidden, as on Lambda arm64, where the CPU-detection library inside XNNPACK reads the CPU
+count from there, and must classify a real validation photo correctly with the shipped model.
+
+Needs root, buildah, debootstrap and qemu-user-static with binfmt_misc (``.ci/run`` installs
+them; this test mounts binfmt_misc and enables the qemu entry when it can); skips with the
+reason otherwise, unless REQUIRE_IMAGE_TEST=1 (set by CI), which turns that skip into a failure.
+First run ~8-10 min on two cores (arm64 debootstrap and pip under emulation); the stand-in
+base is cached like the x86 one, so later runs only rebuild the image (~3-4 min).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.imagebuild import image as img
+from tests.imagebuild import standin
+
+pytestmark = pytest.mark.timeout(1800)
+
+REPO = standin.REPO
+ARCH = "arm64"
+# A real validation photo of the "tree" pose (not in the training set).
+PHOTO = REPO.parent / "shared" / "data" / "yoga" / "val" / "tree" / "059ffef4c3ae6e7d.jpg"
+EXPECTED = "tree"
+SHIPPED_MODEL = REPO / "model" / "yoga-pose.tflite"
+TAG = "localhost/yogapose-imgtest-arm64:latest"
+AARCH64 = 0xB7  # ELF e_machine of aarch64
+GRAVITON2 = "neoverse-n1"
+
+
+def _unavailable() -> str | None:
+    if sys.platform != "linux":
+        return "the daemonless image build needs Linux"
+    if os.geteuid() != 0:
+        return "buildah chroot builds here need root"
+    for tool in ("buildah", "debootstrap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install -y buildah debootstrap; .ci/run does this)"
+    if not SHIPPED_MODEL.exists():
+        return "the shipped model is not in the tree"
+    if not PHOTO.exists():
+        return f"the validation photo {PHOTO} is not there (shared/ beside the repo)"
+    return standin.foreign_problem(ARCH)
+
+
+@pytest.fixture(scope="module")
+def buildah() -> standin.Buildah:
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("REQUIRE_IMAGE_TEST") == "1":
+            pytest.fail(f"REQUIRE_IMAGE_TEST=1 but the arm64 image test cannot run: {reason}")
+        pytest.skip(reason)
+    return standin.Buildah()
+
+
+@pytest.fixture(scope="module")
+def built(buildah, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("imagebuild-arm64")
+    base = standin.ensure_foreign_standin(buildah, ARCH)
+    img.remove_image(buildah, TAG)
+    volumes = standin.foreign_build_volumes(ARCH)
+    built = img.build_image(buildah, REPO, base, TAG, tmp / "build.log", arch=ARCH, volumes=volumes)
+    yield built
+    if os.environ.get("YOGAPOSE_KEEP_IMAGE") != "1":
+        img.remove_image(buildah, TAG)
+
+
+@pytest.fixture(scope="module")
+def photo_server():
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.expect_request("/pose.jpg").respond_with_data(PHOTO.read_bytes(), content_type="image/jpeg")
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def function(buildah, built, tmp_path_factory):
+    log = tmp_path_factory.mktemp("run-arm64") / "function.log"
+    env = {"ALLOW_PRIVATE_URLS": "true", "POWERTOOLS_METRICS_NAMESPACE": "YogaPoseImageTest",
+           # qemu reads this from the environment of each program it runs: emulate Graviton2's
+           # Neoverse N1, the CPU of Lambda arm64, not qemu's default "max" (SVE2, SME, ...).
+           "QEMU_CPU": GRAVITON2}  # fmt: skip
+    with img.RunningFunction(buildah, built.name, env, log, hide_cpu_dir=True, start_timeout=120) as running:
+        yield running
+        print(running.output())  # shown by pytest only when a test fails
+
+
+def _run_in_image(buildah, image: str, command: list[str], hide_cpu_dir: bool) -> str:
+    """``docker run --rm <image> command`` (emulated), optionally with the CPU dir hidden."""
+    ctr = buildah("from", "--quiet", "--pull=never", image)
+    try:
+        cmd = [*buildah.args, "run", "--isolation", "chroot"]
+        if hide_cpu_dir:
+            cmd += ["--cap-add", "CAP_SYS_ADMIN"]
+            command = [*img.HIDE_CPU_DIR, *command]
+        proc = subprocess.run([*cmd, ctr, "--", *command], capture_output=True, text=True,
+                              timeout=600, check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+    finally:
+        subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
+
+
+def test_image_is_arm64(buildah, built, capsys):
+    info = json.loads(buildah("inspect", "--type", "image", built.name))
+    assert info["OCIv1"]["architecture"] == ARCH
+    assert info["OCIv1"]["config"]["Cmd"] == ["lambda_function.lambda_handler"]
+    with img.Rootfs(buildah, built.name) as root:
+        task = root / "var" / "task"
+        assert not (task / "localtools").exists() and not (task / "yogapose" / "__main__.py").exists()
+        # The dependencies are the aarch64 builds (pip ran emulated, so it chose them itself).
+        (litert,) = (task / "ai_edge_litert").glob("libLiteRt.so")
+        header = litert.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == AARCH64
+        assert (task / "model" / "yoga-pose.tflite").read_bytes() == SHIPPED_MODEL.read_bytes()
+    with capsys.disabled():
+        print(f"\n[image arm64] built in {built.seconds:.0f} s (emulated); adds "
+              f"{built.added_bytes / 2**20:.1f} MiB on top of the base")  # fmt: skip
+
+
+def test_cpu_dir_is_hidden_as_on_lambda(buildah, built):
+    """The run below really sees no /sys/devices/system/cpu, and the machine is aarch64."""
+    script = ("import os, platform; "
+              "print(platform.machine(), sorted(os.listdir('/sys/devices/system/cpu')))")  # fmt: skip
+    out = _run_in_image(buildah, built.name, ["/var/lang/bin/python3", "-c", script], hide_cpu_dir=True)
+    assert out.split() == ["aarch64", "[]"], out
+    out = _run_in_image(buildah, built.name, ["/var/lang/bin/python3", "-c", script], hide_cpu_dir=False)
+    assert "cpu0" in out, out
+
+
+def test_classifies_a_real_photo_with_the_cpu_dir_hidden(function, photo_server):
+    import requests
+
+    resp = requests.post(function.url, json={"url": photo_server.url_for("/pose.jpg")}, timeout=600)
+    assert resp.status_code == 200, f"{resp.status_code} {resp.text}\n{function.output()}"
+    probs = resp.json()
+    labels = json.loads((REPO / "model" / "yoga-pose.json").read_text())["labels"]
+    assert isinstance(probs, dict) and set(probs) == set(labels), f"{probs!r}\n{function.output()}"
+    assert max(probs, key=probs.get) == EXPECTED, probs
+    assert abs(sum(probs.values()) - 1.0) < 1e-3, probs
+    # A second request on the warm instance answers the same.
+    again = requests.post(function.url, json={"url": photo_server.url_for("/pose.jpg")}, timeout=600)
+    assert again.status_code == 200 and max(again.json(), key=again.json().get) == EXPECTED, again.text
