@@ -50,7 +50,7 @@ class App:
         if kind in ("map_batch", "s3_event"):
             from . import batch  # bulk runs only: kept out of the HTTP path's imports
 
-            return batch.handle(self, event, kind, stats, getattr(stats, "deadline", None))
+            return batch.handle(self, event, kind, stats, stats.deadline)
         if kind != "direct":
             return self.handle_http(event, kind, stats)
         try:
