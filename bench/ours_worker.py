@@ -8,18 +8,24 @@ The model and thread count come from the environment, exactly as in Lambda
 * ``cold``: import ``lambda_function`` (model load + warm-up happen at import) and answer
   one direct ``{"image": <b64>}`` event; the orchestrator times spawn -> answer line.
 * ``warm``: import once, then time the handler on every image (direct event, base64
-  included) and the app-level bytes function (no base64), record peak RSS, then time
-  inference alone on a separate interpreter with the same model and threads.
+  included) and the app-level bytes function (no base64), record peak RSS, then time each
+  stage alone (the person detector as its own stage), inference alone on a separate
+  interpreter with the same model and threads and, when asked (``crop_cost``) and the
+  metadata has a person crop, what the crop adds to a request (:func:`crop_cost`).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -84,9 +90,21 @@ def _draft_decode(data: bytes, size) -> None:
         im.load()
 
 
+class _FoundAlready:
+    """A stand-in detector that answers with a box found before: ``Preprocessor.frame``
+    through it times the app's own crop + resize without the detection."""
+
+    def __init__(self, person) -> None:
+        self.person = person
+
+    def find_person(self, img):
+        return self.person
+
+
 def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
     """Per-stage medians of the request path, per image, through the app's own
-    ``Preprocessor``: base64, decode (EXIF, alpha, draft), person crop + resize, tensor."""
+    ``Preprocessor``: base64, decode (EXIF, alpha, draft), the person detector
+    (``find_person``, tiles included when it looks again), crop + resize, tensor."""
     from yogapose.b64 import decode_payload
     from yogapose.preprocess import Preprocessor
 
@@ -95,25 +113,89 @@ def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
     def b64(text: str) -> bytes:
         return decode_payload(text, "image", settings.max_bytes)
 
+    def timed(fn) -> dict:
+        return wcommon.summarize(wcommon.timeit(fn, runs, 1.0, min_runs=3))
+
     runs = max(3, min(10, cfg["infer_runs"] // 4))
     res = {}
     for name, data in images.items():
         text = events[name]["image"]
         decoded = pre.decode(data, settings.max_pixels)
-        framed = pre.frame(decoded)
+        person = pre.detector.find_person(decoded) if pre.detector is not None else None
+        cropper = Preprocessor(prep, _FoundAlready(person)) if pre.detector is not None else pre
+        framed = cropper.frame(decoded)
         res[name] = {
-            "base64": wcommon.summarize(wcommon.timeit(lambda t=text: b64(t), runs, 1.0, min_runs=3)),
-            "decode": wcommon.summarize(wcommon.timeit(
-                lambda d=data: pre.decode(d, settings.max_pixels), runs, 1.0, min_runs=3)),
-            "frame": wcommon.summarize(wcommon.timeit(lambda i=decoded: pre.frame(i), runs, 1.0, min_runs=3)),
-            "to_tensor": wcommon.summarize(wcommon.timeit(lambda f=framed: pre.to_input(f), runs, 1.0, min_runs=3)),
+            "base64": timed(lambda t=text: b64(t)),
+            "decode": timed(lambda d=data: pre.decode(d, settings.max_pixels)),
+            "crop_resize": timed(lambda i=decoded, c=cropper: c.frame(i)),
+            "to_tensor": timed(lambda f=framed: pre.to_input(f)),
+            "person_found": person is not None,
         }
+        if pre.detector is not None:
+            res[name]["detect"] = timed(lambda i=decoded: pre.detector.find_person(i))
         if data[:3] == b"\xff\xd8\xff":
             # libjpeg-turbo alone at the draft scale the decode uses: the entropy decode of
             # every coefficient is the part no resize or copy trick can avoid.
-            res[name]["jpeg_draft_decode"] = wcommon.summarize(wcommon.timeit(
-                lambda d=data: _draft_decode(d, pre.draft_size), runs, 1.0, min_runs=3))
+            res[name]["jpeg_draft_decode"] = timed(lambda d=data: _draft_decode(d, pre.draft_size))
     return res
+
+
+def nocrop_copy(model: Path, dst_dir: Path) -> Path:
+    """The same flatbuffer (a hard link, else a copy) with metadata whose ``person_crop``
+    is null: the app serves it exactly as before the person detector existed."""
+    from yogapose.metadata import load_metadata, write_metadata
+
+    meta = load_metadata(model)
+    dst = dst_dir / model.name
+    try:
+        os.link(model, dst)
+    except OSError:
+        shutil.copyfile(model, dst)
+    write_metadata(dataclasses.replace(
+        meta, preprocessing=dataclasses.replace(meta.preprocessing, person_crop=None)), dst)
+    return dst
+
+
+def crop_cost(images: dict, events: dict, cfg: dict) -> dict:
+    """Issue 10's budget: what detection + crop add to a warm request.
+
+    Two apps in this one process, the shipped model with its metadata and the same
+    flatbuffer with ``person_crop`` null (:func:`nocrop_copy`), answer the same direct
+    event in alternating pairs (the order flips every pair), so background load on a
+    shared machine hits both alike; the added cost is the median of the per-pair
+    differences. It includes everything the crop brings: the detector, the crop and the
+    larger decode it needs (``decode_min_side``).
+    """
+    from yogapose.app import get_app
+    from yogapose.config import load_settings
+
+    settings = load_settings()
+    with tempfile.TemporaryDirectory(prefix="bench-nocrop-") as tmp:
+        plain = nocrop_copy(Path(settings.model_path), Path(tmp))
+        apps = {"with": get_app(settings),
+                "without": get_app(load_settings({**os.environ, "MODEL_PATH": str(plain)}))}
+        out = {}
+        for name, event in events.items():
+            for app in apps.values():  # warm both paths
+                app.handle(dict(event))
+                app.handle(dict(event))
+            runs, budget = cfg["runs"][name], 2 * cfg["budget_s"]
+            times: dict[str, list] = {"with": [], "without": []}
+            start = time.perf_counter()
+            for i in range(runs):
+                for key in (("with", "without") if i % 2 == 0 else ("without", "with")):
+                    t0 = time.perf_counter()
+                    apps[key].handle(dict(event))
+                    times[key].append(time.perf_counter() - t0)
+                if i + 1 >= 5 and time.perf_counter() - start > budget:
+                    break
+            decoded = apps["with"].preprocessor.decode(images[name], settings.max_pixels)
+            out[name] = {
+                "with": wcommon.summarize(times["with"]), "without": wcommon.summarize(times["without"]),
+                "added": wcommon.summarize([a - b for a, b in zip(times["with"], times["without"], strict=True)]),
+                "person_found": apps["with"].preprocessor.frame(decoded).person is not None,
+            }
+    return out
 
 
 OVERLAPPED_PREFIX = "(overlapped) "
@@ -197,6 +279,8 @@ def main() -> int:
     x = preprocess_bytes(next(iter(images.values())), prep, settings.max_pixels)
     out["infer"] = wcommon.summarize(
         infer_only(str(settings.model_path), settings.num_threads, x, cfg["infer_runs"], budget))
+    if cfg.get("crop_cost") and prep.person_crop is not None:
+        out["crop_cost"] = crop_cost(images, events, cfg)
     wcommon.emit(out)
     return 0
 

@@ -59,10 +59,14 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------- plans
 
 class Plan:
-    """Run counts. Full: medians/p95 over enough samples within ~10 min; quick: a smoke run."""
+    """Run counts. Full: medians/p95 over enough samples within ~10 min; quick: a smoke run.
 
-    def __init__(self, quick: bool):
-        self.quick = quick
+    ``repeat`` multiplies every count and time budget (a busy machine needs more samples
+    for the same medians); the Keras row's slow cold starts stay at their own count.
+    """
+
+    def __init__(self, quick: bool, repeat: float = 1.0):
+        self.quick, self.repeat = quick, repeat
         if quick:
             self.cold_runs, self.keras_cold_runs, self.cold_discard = 1, 1, 0
             self.runs = {"photo-300.jpg": 3, "phone-12mp.jpg": 2, "alpha.png": 3}
@@ -71,6 +75,14 @@ class Plan:
             self.cold_runs, self.keras_cold_runs, self.cold_discard = 7, 3, 1
             self.runs = {"photo-300.jpg": 40, "phone-12mp.jpg": 20, "alpha.png": 30}
             self.budget_s, self.infer_runs, self.fetch_runs = 2.5, 40, 20
+        if repeat != 1.0:
+            def more(n: int) -> int:
+                return max(1, round(n * repeat))
+
+            self.cold_runs, self.infer_runs, self.fetch_runs = (
+                more(self.cold_runs), more(self.infer_runs), more(self.fetch_runs))
+            self.runs = {k: more(v) for k, v in self.runs.items()}
+            self.budget_s *= repeat
 
 
 # ----------------------------------------------------------------------------- processes
@@ -402,6 +414,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     p.add_argument("--quick", action="store_true",
                    help="smoke run (< 1 min): few runs, 1 thread, the shipped model and its float32 copy only")
+    p.add_argument("--repeat", type=float, default=1.0,
+                   help="multiply every run count and time budget (e.g. 2 on a busy machine; default 1)")
     p.add_argument("--no-reference", action="store_true", help="skip the tflite-runtime reference stack")
     p.add_argument("--no-keras", action="store_true", help="skip the plain Keras row")
     p.add_argument("--no-fetch", action="store_true", help="skip the loopback fetch comparison")
@@ -425,8 +439,10 @@ def build_configs(found: dict, threads: list[int], ours_py: str, ref_py: str | N
             configs.append({"id": f"ref/float32/t{t}", "stack": "reference", "variant": "float32", "threads": t,
                             "py": ref_py, "script": "ref_worker.py", "model": found["ref_model"]})
         for v in order:
+            # The shipped model also measures what its person crop adds (issue 10's budget).
             configs.append({"id": f"ours/{v}/t{t}", "stack": "ours", "variant": v, "threads": t,
-                            "py": ours_py, "script": "ours_worker.py", "model": found["variants"][v]})
+                            "py": ours_py, "script": "ours_worker.py", "model": found["variants"][v],
+                            "crop_cost": v == found["shipped_variant"]})
         if keras_py and found["keras_model"]:
             configs.append({"id": f"keras/float32/t{t}", "stack": "keras", "variant": "float32", "threads": t,
                             "py": keras_py, "script": "keras_worker.py", "model": found["keras_model"]})
@@ -448,7 +464,7 @@ def worker_config(c: dict, mode: str, imgs: list[str], plan: Plan, labels: list[
     """-> (the worker's JSON config, its environment) for one configuration and mode."""
     base = {"mode": mode, "images": imgs, "runs": plan.runs, "budget_s": plan.budget_s,
             "infer_runs": plan.infer_runs, "threads": c["threads"], "model": c["model"],
-            "task_root": c.get("task_root")}
+            "task_root": c.get("task_root"), "crop_cost": bool(c.get("crop_cost"))}
     if c["stack"] == "keras":
         base.update(keras_model=c["model"], labels=labels)
     env = worker_env(MODEL_PATH=c["model"], NUM_THREADS=c["threads"])
@@ -555,7 +571,7 @@ def stacks(args: argparse.Namespace, found: dict) -> tuple[str | None, str, str 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = Plan(args.quick)
+    plan = Plan(args.quick, args.repeat)
     t_start = time.perf_counter()
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     if args.quick:

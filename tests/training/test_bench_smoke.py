@@ -7,6 +7,7 @@ works: workers start, speak the protocol, and the report has the expected rows.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,45 @@ def test_quick_bench_prints_every_table(tiny_model: Path, tmp_path: Path) -> Non
 
 def cfg_labels(results: dict) -> set[str]:
     return set(results["models"]["shipped"]["labels"])
+
+
+DETECTOR = REPO / "model" / "pose_detection.tflite"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not (DATA / "manifest.csv").exists(), reason="needs ../shared/data/yoga for the bench images")
+def test_quick_bench_times_the_person_detector(tiny_model: Path, tmp_path: Path) -> None:
+    """A model whose metadata asks for a person crop: the detector is its own stage, and the
+    crop's added cost (issue 10's budget) is measured against a no-crop copy and judged."""
+    if not DETECTOR.is_file():
+        pytest.skip("model/pose_detection.tflite missing: run `bash .ci/setup`")
+    from yogapose.metadata import PersonCrop
+
+    model = tmp_path / "m" / tiny_model.name
+    model.parent.mkdir()
+    shutil.copyfile(tiny_model, model)
+    shutil.copyfile(DETECTOR, model.parent / DETECTOR.name)
+    meta = json.loads(tiny_model.with_suffix(".json").read_text())
+    meta["preprocessing"]["person_crop"] = PersonCrop().to_dict()
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    out_json = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-reference", "--no-keras", "--no-fetch",
+         "--model", str(model), "--variants-dir", str(tmp_path / "no-variants"),
+         "--json", str(out_json), "--report", "-"],
+        cwd=REPO, capture_output=True, text=True, timeout=170, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = proc.stdout
+    assert "| image | stack | base64 | decode | detect | crop + resize |" in md
+    assert "## The person crop: what it adds to a request" in md
+    assert "| issue 10: detection + crop added to a warm 300 px JPEG, 1 thread |" in md
+    assert "person detector load" in md  # cold-start anatomy
+    assert "error:" not in md
+
+    (cfg,) = [c for c in json.loads(out_json.read_text())["configs"] if not c.get("cold_only")]
+    stage = cfg["warm"]["stages"]["photo-300.jpg"]
+    assert stage["detect"]["median_ms"] > 0 and stage["crop_resize"]["n"] >= 3
+    cost = cfg["warm"]["crop_cost"]["photo-300.jpg"]
+    assert cost["with"]["n"] == cost["without"]["n"] == cost["added"]["n"] >= 1
+    assert isinstance(cost["person_found"], bool)
