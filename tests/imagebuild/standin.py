@@ -413,6 +413,9 @@ def foreign_build_volumes(arch: str) -> list[str]:
                  "-d", out, "-r", str(req))  # fmt: skip
             _pip("download", "-q", "--no-deps", "--only-binary=:all:", "-d", out, *detector_wheel)
             Path(out).rename(wheels)
+        for old in cache_dir().glob(f"wheelhouse-{arch}-*"):
+            if old != wheels:
+                shutil.rmtree(old, ignore_errors=True)
     conf = cache_dir() / f"pip-wheelhouse-{arch}.conf"
     conf.write_text(f"[global]\nno-index = true\nfind-links = {WHEELHOUSE}\n")
     return ["--volume", f"{wheels}:{WHEELHOUSE}:ro", "--volume", f"{conf}:/etc/pip.conf:ro"]

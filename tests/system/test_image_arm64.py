@@ -13,7 +13,8 @@ them; this test mounts binfmt_misc and enables the qemu entry when it can); skip
 reason otherwise, unless REQUIRE_IMAGE_TEST=1 (set by CI), which turns that skip into a failure.
 The build's pip is served from a wheelhouse that the host's pip downloads (standin.
 foreign_build_volumes says why). On a busy two-core machine: arm64 debootstrap ~7.5 min (first
-run only; the stand-in base is cached like the x86 one), emulated build ~8 min, run ~1 min.
+run only; the stand-in base is cached like the x86 one), emulated build ~8 min, run ~1 min;
+a rerun with the same lock, shim and stand-in reuses the build's cached layers.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ SHIPPED_MODEL = REPO / "model" / "yoga-pose.tflite"
 TAG = "localhost/yogapose-imgtest-arm64:latest"
 AARCH64 = 0xB7  # ELF e_machine of aarch64
 GRAVITON2 = "neoverse-n1"
+MAX_CACHED_IMAGES = 40  # each a full copy in vfs: a few GB at most
 
 
 def _unavailable() -> str | None:
@@ -64,19 +66,21 @@ def buildah() -> standin.Buildah:
         if os.environ.get("REQUIRE_IMAGE_TEST") == "1":
             pytest.fail(f"REQUIRE_IMAGE_TEST=1 but the arm64 image test cannot run: {reason}")
         pytest.skip(reason)
-    return standin.Buildah()
+    # A store of its own, so the x86 test's pruning leaves this one's build cache alone: the
+    # emulated steps (pip, the shim's compile) are reused while their inputs are unchanged.
+    return standin.Buildah(standin.cache_dir() / ARCH)
 
 
 @pytest.fixture(scope="module")
 def built(buildah, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("imagebuild-arm64")
     base = standin.ensure_foreign_standin(buildah, ARCH)
-    img.remove_image(buildah, TAG)
+    # The image and its intermediate layers stay as the next run's cache (as `docker build`
+    # keeps them); only when old runs have piled up are the untagged ones dropped.
+    if len(buildah("images", "--all", "--quiet").split()) > MAX_CACHED_IMAGES:
+        subprocess.run([*buildah.args, "rmi", "--prune"], capture_output=True, check=False)
     volumes = standin.foreign_build_volumes(ARCH)
-    built = img.build_image(buildah, REPO, base, TAG, tmp / "build.log", arch=ARCH, volumes=volumes)
-    yield built
-    if os.environ.get("YOGAPOSE_KEEP_IMAGE") != "1":
-        img.remove_image(buildah, TAG)
+    return img.build_image(buildah, REPO, base, TAG, tmp / "build.log", arch=ARCH, volumes=volumes)
 
 
 @pytest.fixture(scope="module")
