@@ -1,12 +1,18 @@
 """A float32 copy of the shipped model, for the reference stack: same weights, no training run.
 
-The shipped model is dynamic-range int8: weights stored as int8 with a scale per output
-channel, activations float. tflite-runtime 2.14 (the reference stack) cannot load it: its
-hybrid kernels are older than the op versions the converter now writes ("Didn't find op
-for builtin opcode 'FULLY_CONNECTED' version '12'"). Dequantizing each weight,
-``w = (q - zero_point) * scale``, gives the float weights the shipped model effectively
-computes with, and plain float ops (version 1) every TFLite runtime has. The graph, the
-biases and the input/output tensors stay as they are.
+The shipped model stores its weights in less than float32 and computes in float32:
+
+* dynamic-range int8: weights as int8 with a scale per output channel. tflite-runtime 2.14
+  (the reference stack) cannot load it: its hybrid kernels are older than the op versions
+  the converter now writes ("Didn't find op for builtin opcode 'FULLY_CONNECTED' version
+  '12'"). Dequantizing each weight, ``w = (q - zero_point) * scale``, gives the float
+  weights the shipped model effectively computes with, and plain float ops (version 1)
+  every TFLite runtime has.
+* float16: weights as float16 constants, each widened by a DEQUANTIZE op before use.
+  Widening them once here (exact: every float16 is a float32) and dropping those ops gives
+  the plain float32 graph the reference stack was built for.
+
+The graph, the biases and the input/output tensors stay as they are otherwise.
 
 Read and written with the flatbuffer schema's object API that ai-edge-litert ships
 (``ai_edge_litert.schema_py_generated``), so no TensorFlow is needed. The result is cached
@@ -52,7 +58,8 @@ def _opcode(code: Any) -> int:
 
 
 def dequantize(src: bytes) -> tuple[bytes, int]:
-    """A dynamic-range int8 flatbuffer -> (float32 flatbuffer, number of weights dequantized)."""
+    """A dynamic-range int8 or float16 flatbuffer -> (float32 flatbuffer, number of weights
+    dequantized)."""
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(src, 0))
     if len(model.subgraphs) != 1:
         raise NotDerivable(f"{len(model.subgraphs)} subgraphs; expected one")
@@ -60,7 +67,22 @@ def dequantize(src: bytes) -> tuple[bytes, int]:
     for i in list(graph.inputs) + list(graph.outputs):
         if graph.tensors[i].type != schema.TensorType.FLOAT32:
             raise NotDerivable("quantized input/output tensors: activations are quantized too")
-    done = 0
+    done = _dequantize_int8(model)
+    if done == 0:
+        done = _widen_float16(model)
+    if done == 0:
+        raise NotDerivable("no int8 or float16 weights: already a float model")
+    for code in model.operatorCodes:
+        if _opcode(code) in _WEIGHT_OPS:
+            code.version = 1
+    builder = flatbuffers.Builder(len(src) * 4 + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), done
+
+
+def _dequantize_int8(model: Any) -> int:
+    """int8 weights -> ``(q - zero_point) * scale`` in float32, in place; -> how many."""
+    graph, done = model.subgraphs[0], 0
     for tensor in graph.tensors:
         buf = model.buffers[tensor.buffer]
         q = tensor.quantization
@@ -81,14 +103,30 @@ def dequantize(src: bytes) -> tuple[bytes, int]:
         tensor.type = schema.TensorType.FLOAT32
         tensor.quantization = None
         done += 1
-    if done == 0:
-        raise NotDerivable("no int8 weights: already a float model")
-    for code in model.operatorCodes:
-        if _opcode(code) in _WEIGHT_OPS:
-            code.version = 1
-    builder = flatbuffers.Builder(len(src) * 4 + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), done
+    return done
+
+
+def _widen_float16(model: Any) -> int:
+    """float16 weights -> float32 constants in place of the DEQUANTIZE ops that widened
+    them; -> how many. The float16 copies are emptied (no op reads them any more)."""
+    graph = model.subgraphs[0]
+    kept, done = [], 0
+    for op in graph.operators:
+        inputs = list(op.inputs) if op.inputs is not None else []
+        if _opcode(model.operatorCodes[op.opcodeIndex]) == schema.BuiltinOperator.DEQUANTIZE and len(inputs) == 1:
+            half = graph.tensors[inputs[0]]
+            buf = model.buffers[half.buffer]
+            if half.type == schema.TensorType.FLOAT16 and buf.data is not None and len(buf.data):
+                widened = schema.BufferT()
+                widened.data = np.frombuffer(bytes(buf.data), np.float16).astype(np.float32).view(np.uint8)
+                model.buffers.append(widened)
+                graph.tensors[op.outputs[0]].buffer = len(model.buffers) - 1
+                buf.data = None
+                done += 1
+                continue
+        kept.append(op)
+    graph.operators = kept
+    return done
 
 
 @dataclass
@@ -184,7 +222,8 @@ def _float_metadata(meta: Any, path: Path, shipped_digest: str) -> Any:
     import dataclasses
 
     extra = {k: v for k, v in meta.extra.items() if k not in {"training", "validation", "evaluation"}}
-    extra["derived_from"] = {"sha256": shipped_digest, "how": "bench/float32.py: int8 weights dequantized"}
+    extra["derived_from"] = {"sha256": shipped_digest,
+                             "how": f"bench/float32.py: {meta.quantization} weights dequantized"}
     return dataclasses.replace(meta, name=f"{meta.name}-float32", model_file=path.name, sha256=sha256_file(path),
                                quantization="float32", extra=extra)
 

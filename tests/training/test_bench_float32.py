@@ -13,12 +13,13 @@ from tests.tinymodel import INT8_NAME, TINY_DIR, TINY_NAME
 from yogapose.metadata import PersonCrop, load_metadata
 
 SHIPPED = Path(__file__).resolve().parents[2] / "model" / "yoga-pose.tflite"
+DERIVABLE = ("dynamic_int8", "float16")  # the shipped quantizations bench/float32.py widens
 
 
 @pytest.fixture(scope="module")
 def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization != "dynamic_int8":
-        pytest.skip("needs the shipped dynamic-range int8 model")
+    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization not in DERIVABLE:
+        pytest.skip("needs a shipped dynamic-range int8 or float16 model")
     import dataclasses
 
     from yogapose.metadata import sha256_file, write_metadata
@@ -56,7 +57,9 @@ def test_refuses_models_that_are_not_dynamic_range(name: str, why: str) -> None:
 
 def test_dequantized_values_are_scale_times_int(tmp_path: Path) -> None:
     """Per-channel weights along quantizedDimension: w = (q - zero_point) * scale."""
-    src = SHIPPED.read_bytes() if SHIPPED.exists() else pytest.skip("needs the shipped model")
+    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization != "dynamic_int8":
+        pytest.skip("needs the shipped dynamic-range int8 model")
+    src = SHIPPED.read_bytes()
     before = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(src, 0))
     after = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(dequantize(src)[0], 0))
     for t0, t1 in zip(before.subgraphs[0].tensors, after.subgraphs[0].tensors, strict=True):
@@ -71,6 +74,31 @@ def test_dequantized_values_are_scale_times_int(tmp_path: Path) -> None:
     pytest.fail("no int8 weights in the shipped model")
 
 
+def test_float16_weights_widened_in_place_of_their_dequantize_ops() -> None:
+    """A float16 model: each DEQUANTIZE of a float16 constant becomes that constant in
+    float32 (exactly its values), and no other op changes."""
+    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization != "float16":
+        pytest.skip("needs the shipped float16 model")
+    src = SHIPPED.read_bytes()
+    before = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(src, 0))
+    data, n = dequantize(src)
+    after = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    g0, g1 = before.subgraphs[0], after.subgraphs[0]
+
+    def code(m, op) -> int:
+        c = m.operatorCodes[op.opcodeIndex]
+        return max(c.builtinCode, c.deprecatedBuiltinCode)
+
+    dequant = [op for op in g0.operators if code(before, op) == schema.BuiltinOperator.DEQUANTIZE]
+    assert n == len(dequant) > 10
+    assert not [op for op in g1.operators if code(after, op) == schema.BuiltinOperator.DEQUANTIZE]
+    assert len(g1.operators) == len(g0.operators) - n
+    for op in dequant:
+        half = np.frombuffer(bytes(before.buffers[g0.tensors[op.inputs[0]].buffer].data), np.float16)
+        wide = np.frombuffer(bytes(after.buffers[g1.tensors[op.outputs[0]].buffer].data), np.float32)
+        np.testing.assert_array_equal(wide, half.astype(np.float32))
+
+
 def test_copy_is_cached_with_its_metadata_and_the_person_detector(tmp_path: Path, monkeypatch) -> None:
     """Plumbing of float32_copy: verified once, cached by digest, detector beside it."""
     import json
@@ -78,8 +106,8 @@ def test_copy_is_cached_with_its_metadata_and_the_person_detector(tmp_path: Path
 
     import bench.float32 as f32
 
-    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization != "dynamic_int8":
-        pytest.skip("needs the shipped dynamic-range int8 model")
+    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization not in DERIVABLE:
+        pytest.skip("needs a shipped dynamic-range int8 or float16 model")
     shipped = tmp_path / "model" / SHIPPED.name
     shipped.parent.mkdir()
     shutil.copyfile(SHIPPED, shipped)
@@ -103,8 +131,8 @@ def test_copy_is_cached_with_its_metadata_and_the_person_detector(tmp_path: Path
 def test_a_copy_that_disagrees_is_refused_and_not_cached(tmp_path: Path, monkeypatch) -> None:
     import bench.float32 as f32
 
-    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization != "dynamic_int8":
-        pytest.skip("needs the shipped dynamic-range int8 model")
+    if not SHIPPED.exists() or load_metadata(SHIPPED).quantization not in DERIVABLE:
+        pytest.skip("needs a shipped dynamic-range int8 or float16 model")
     monkeypatch.setattr(f32, "val_images", lambda: [b"x"])
     monkeypatch.setattr(f32, "verify", lambda *a: f32.Agreement(300, 0.9, 0.7, "val photos"))
     made, note = f32.float32_copy(SHIPPED, cache=tmp_path / "cache", log=lambda _m: None)
