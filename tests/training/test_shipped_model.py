@@ -84,3 +84,55 @@ def test_function_url_upload_of_a_val_photo(shipped_handler, sample, event):
     assert resp["headers"]["X-Model-Version"] == load_metadata(SHIPPED).version
     direct = shipped_handler({"image": b64(path.read_bytes())}, None)
     assert json.loads(resp["body"]) == direct
+
+
+def first_negatives(shared_dir: Path, per_category: int) -> list[tuple[Path, str]]:
+    root = shared_dir / "data" / "negatives" / "val"
+    if not root.is_dir():
+        pytest.skip("../shared/data/negatives/val is needed")
+    return [(p, cat.name) for cat in sorted(root.iterdir()) if cat.is_dir()
+            for p in sorted(cat.glob("*.jpg"))[:per_category]]
+
+
+def test_open_set_verdict_on_val_photos(shipped_handler, sample, shared_dir):
+    """The shipped verdict: in-scope photos accepted and right, out-of-scope ones rejected,
+    at rates well below the model card's (so 60 + 45 photos cannot fail it by chance) but
+    far above what a model without a working verdict reaches (0 % rejected)."""
+    if load_metadata(SHIPPED).open_set is None:
+        pytest.skip("the shipped model has no open-set verdict")
+    right = sum(shipped_handler({"image": b64(p.read_bytes()), "details": True}, None)["pose"] == label
+                for p, label in sample)
+    assert right / len(sample) >= 0.7
+    negatives = first_negatives(shared_dir, 15)
+    results = [shipped_handler({"image": b64(p.read_bytes()), "details": True}, None) for p, _ in negatives]
+    rejected = [r["pose"] is None for r in results]
+    assert sum(rejected) / len(rejected) >= 0.6, [(p.name, r["pose"]) for (p, _), r in zip(negatives, results,
+                                                                                          strict=True)]
+    reasons = {r["reason"] for r in results if r["pose"] is None}
+    assert reasons <= {"out_of_scope", "no_person"}
+
+
+def test_a_small_person_in_a_wide_shot_is_found(shipped_handler, sample, shared_dir):
+    """Person first: a val photo pasted at 40 % of a 1200x900 scene's height is still found
+    and classified as well as the model card's framing test says, on average."""
+    if load_metadata(SHIPPED).preprocessing.person_crop is None:
+        pytest.skip("the shipped model has no person crop")
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from convert.data import paste
+
+    scenes = sorted((shared_dir / "data" / "negatives" / "val" / "no_person").glob("*.jpg"))
+    rng = np.random.default_rng(0)
+    found = right = 0
+    for path, label in sample:
+        composed = paste(Image.open(path), Image.open(scenes[int(rng.integers(len(scenes)))]), (1200, 900), 0.4, rng)
+        buf = io.BytesIO()
+        composed.save(buf, "JPEG", quality=90)
+        result = shipped_handler({"image": b64(buf.getvalue()), "details": True}, None)
+        found += result["person"] is not None
+        right += max(result["probabilities"], key=result["probabilities"].get) == label
+    assert found / len(sample) >= 0.75
+    assert right / len(sample) >= 0.6
