@@ -146,20 +146,24 @@ class Agreement:
 
 
 def verify(shipped: Path, derived: Path, images: Iterable[bytes], source: str) -> Agreement:
-    """Both models through the same serving preprocessing; how far do their answers differ?"""
-    from yogapose.imaging import preprocess_bytes
+    """Both models on the same inputs (the serving preprocessing, person crop included);
+    how far do their answers differ? Compared as the converter compares a flatbuffer with
+    Keras (``convert.convert.verify``): logit outputs (an open-set model's) as their softmax."""
+    from convert.convert import verify as compare
+    from yogapose.preprocess import Preprocessor
     from yogapose.runtime import Model
 
     a, b = Model.load(shipped, num_threads=2), Model.load(derived, num_threads=2)
-    prep = a.metadata.preprocessing
-    agree, worst, n = 0, 0.0, 0
+    pre = Preprocessor.for_model(a.metadata.preprocessing, shipped.parent, num_threads=2)
+    outs_a, outs_b = [], []
     for data in images:
-        x = preprocess_bytes(data, prep, 40_000_000)
-        pa, pb = a.predict(x), b.predict(x)
-        agree += int(pa.argmax() == pb.argmax())
-        worst = max(worst, float(np.abs(pa - pb).max()))
-        n += 1
-    return Agreement(n, agree / n if n else 0.0, worst, source)
+        x = pre.to_input(pre.from_bytes(data, 40_000_000))
+        outs_a.append(a.predict(x))
+        outs_b.append(b.predict(x))
+    if not outs_a:
+        return Agreement(0, 0.0, 0.0, source)
+    v = compare(np.stack(outs_a), np.stack(outs_b), logits=a.metadata.output_activation == "linear")
+    return Agreement(v.images, v.top1_agreement, v.max_abs_diff, source)
 
 
 def val_images(n: int = 300) -> list[bytes]:

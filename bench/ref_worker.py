@@ -59,9 +59,13 @@ class ReferenceStack:
 
 
 def _labels(model_path: str):
+    """One name per model output: the labels, plus the outlier output's name when the model
+    has one (an open-set model's extra output, which the original code would list too)."""
     meta = os.path.splitext(model_path)[0] + ".json"
     with open(meta, encoding="utf-8") as f:
-        return json.load(f)["labels"]
+        data = json.load(f)
+    extra = (data.get("output") or {}).get("outlier_label")
+    return data["labels"] + ([extra] if extra else [])
 
 
 def infer_only(model_path: str, threads: int, runs: int, budget: float, x=None) -> dict:

@@ -206,8 +206,11 @@ def model_facts(path: str) -> dict:
 
     meta_path = Path(path).with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    # One name per output: an open-set model adds its outlier output ("other").
+    outlier = (meta.get("output") or {}).get("outlier_label")
     facts = {"path": path, "mb": Path(path).stat().st_size / 1e6, "sha256": sha256_file(Path(path)),
-             "labels": meta.get("labels"), "quantization": meta.get("quantization")}
+             "labels": meta.get("labels"), "quantization": meta.get("quantization"),
+             "outputs": (meta.get("labels") or []) + ([outlier] if outlier else [])}
     try:
         facts["flops"] = model_flops(path)
     except Exception as exc:  # noqa: BLE001
@@ -599,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     log("model facts (size, sha256, FLOPs)")
     results["models"] = {v: model_facts(p) for v, p in found["variants"].items()}
     results["accuracy"] = accuracy_table(Path(args.variants_dir))
-    labels = next((m["labels"] for m in results["models"].values() if m.get("labels")), None)
+    labels = next((m["outputs"] for m in results["models"].values() if m.get("outputs")), None)  # Keras row
 
     configs, nopyc_root = build_configs(found, threads, sys.executable, ref_py, keras_py)
     try:
