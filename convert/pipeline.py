@@ -42,8 +42,11 @@ from .evaluate import ServingPath, evaluate, framing, open_set_metrics, plot_con
 from .openset import calibrate
 
 SHIP_NAME = "yoga-pose.tflite"
-# The shipped variant may lose at most this much real-photo accuracy against float32.
-MAX_ACCURACY_LOSS = 0.005
+# The shipped variant may lose at most this much real-photo accuracy and macro recall
+# against float32. One point, not less: float16/float32 weights are resident as float32
+# (~87 MB more than int8 weights, 226 vs 145 MB after one request), which would push the
+# worst image the limits accept past the 350 MB peak the README promises (issue 12).
+MAX_ACCURACY_LOSS = 0.01
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
