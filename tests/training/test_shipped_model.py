@@ -136,3 +136,42 @@ def test_a_small_person_in_a_wide_shot_is_found(shipped_handler, sample, shared_
         right += max(result["probabilities"], key=result["probabilities"].get) == label
     assert found / len(sample) >= 0.75
     assert right / len(sample) >= 0.6
+
+
+# The whole function's peak RSS (VmHWM of a fresh process: model, detector, one request,
+# then the image) for the worst images the limits accept; the README promises < 350 MB.
+_FUNCTION_RSS_PROBE = """
+import re, sys
+sys.path.insert(0, {root!r})
+from yogapose import imaging
+from yogapose.app import get_app
+imaging.DECODE_BUDGET_S = 120.0  # memory is measured here, not time (CI machines are busy)
+def hwm():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+app = get_app()
+app.classify(open(sys.argv[2], "rb").read())
+base = hwm()
+app.classify(open(sys.argv[1], "rb").read())
+print(base, hwm())
+"""
+
+
+@pytest.mark.parametrize("kind", ["png-rgba", "webp-lossless-rgba"])
+def test_peak_memory_of_the_function_on_the_worst_accepted_images(shipped_model, sample, tmp_path, kind):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    if kind == "png-rgba":  # 6324 x 6324: just under the 40 MP default limit
+        path = tmp_path / "w.png"
+        Image.new("RGBA", (6324, 6324), (10, 20, 30, 100)).save(path)
+    else:  # lossless WebP just under its own 12.5 MP limit: the decoder keeps several buffers
+        path = tmp_path / "w.webp"
+        Image.new("RGBA", (3520, 3520), (1, 2, 3, 4)).save(path, "WEBP", lossless=True)
+    env = {"MODEL_PATH": str(shipped_model), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", _FUNCTION_RSS_PROBE.format(root=str(REPO_ROOT)), str(path),
+                          str(sample[0][0])], capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    base, peak = (int(v) for v in out.stdout.split()[-2:])
+    assert peak < 350 * 2**20, f"{kind}: peak RSS {peak / 2**20:.0f} MB (after one request {base / 2**20:.0f} MB)"
