@@ -43,7 +43,23 @@ DEFAULT_MIN_AGREEMENT = 0.99
 
 
 class VerificationError(RuntimeError):
-    """The converted flatbuffer disagrees with the Keras model beyond the thresholds."""
+    """The converted flatbuffer disagrees with the Keras model beyond the thresholds.
+
+    Carries the data: ``variant``, ``result`` (the :class:`Verification`), the thresholds, and
+    ``kept`` (where the refused flatbuffer was kept for reporting, or None).
+    """
+
+    def __init__(self, variant: str, result: Verification, min_agreement: float, max_diff: float,
+                 kept: Path | None = None) -> None:
+        self.variant, self.result, self.kept = variant, result, kept
+        self.min_agreement, self.max_diff = min_agreement, max_diff
+        super().__init__(f"{variant}: {self.reason}; not written")
+
+    @property
+    def reason(self) -> str:
+        r = self.result
+        return (f"top-1 agreement {r.top1_agreement:.4f} (min {self.min_agreement}), max abs prob diff "
+                f"{r.max_abs_diff:.4g} (max {self.max_diff}) on {r.images} images")
 
 
 @dataclass
@@ -203,15 +219,13 @@ def convert_and_verify(
         tfl_probs = tflite_predict(candidate, val_inputs)
         result = verify(keras_probs, tfl_probs, logits=bool(class_names) and class_names[-1] == OUTLIER_LABEL)
         if result.top1_agreement < min_agreement or result.max_abs_diff > max_diff:
+            kept = None
             if rejected_dir is not None:
                 rejected_dir.mkdir(parents=True, exist_ok=True)
                 kept = rejected_dir / output.name
                 os.replace(candidate, kept)
                 write_metadata(build_metadata(kept, class_names, prep, variant, result, extra), kept)
-            raise VerificationError(
-                f"{variant}: top-1 agreement {result.top1_agreement:.4f} (min {min_agreement}), "
-                f"max abs prob diff {result.max_abs_diff:.4g} (max {max_diff}) on {result.images} images; not written"
-            )
+            raise VerificationError(variant, result, min_agreement, max_diff, kept)
         os.replace(candidate, output)
     meta = build_metadata(output, class_names, prep, variant, result, extra)
     write_metadata(meta, output)
@@ -237,11 +251,10 @@ def load_val_inputs(val_dir: Path, class_names: list[str], prep: Preprocessing, 
     return scale(images, prep), np.array([c for _, c in items])
 
 
-def training_info(keras_path: Path) -> dict:
-    info_path = Path(keras_path).with_suffix(".train.json")
-    if not info_path.is_file():
+def training_info(info: dict) -> dict:
+    """The metadata's ``training`` section from a training run's info (``convert.train.train``)."""
+    if not info:
         return {}
-    info = json.loads(info_path.read_text())
     return {
         "training": {
             "recipe": info.get("recipe"),
@@ -281,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant == "full_int8":
         sample = sample_train_images(args.data / "train", class_names, prep, args.calibration_images, args.seed)
         rep = representative_from(sample, prep)
-    extra = training_info(args.keras_model)
+    train_json = Path(args.keras_model).with_suffix(".train.json")
+    extra = training_info(json.loads(train_json.read_text()) if train_json.is_file() else {})
     extra["training"] = {**extra.get("training", {}), "manifest_sha256": file_sha256(args.data / "manifest.csv")}
     try:
         meta = convert_and_verify(model, args.variant, args.output, class_names, prep, val_x, keras_probs, rep,

@@ -418,11 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     keras_path = args.keras
     if keras_path is None:
         keras_path = build / "yoga-xception.keras"
-        train_mod.main(["--data", str(args.data), "--weights", args.weights, "--output", str(keras_path),
-                        "--seed", str(args.seed), *args.train_args])
-    info = training_info(keras_path)
-    train_json = Path(keras_path).with_suffix(".train.json")
-    trained = json.loads(train_json.read_text()) if train_json.is_file() else {}
+        trained = train_mod.train(train_mod.parse_args(
+            ["--data", str(args.data), "--negatives", str(args.negatives), "--weights", args.weights,
+             "--output", str(keras_path), "--seed", str(args.seed), *args.train_args]))
+    else:  # a model trained earlier: its training info was saved beside it
+        train_json = Path(keras_path).with_suffix(".train.json")
+        trained = json.loads(train_json.read_text()) if train_json.is_file() else {}
+    info = training_info(trained)
     from yogapose.metadata import Preprocessing
 
     prep = Preprocessing.from_dict(trained["preprocessing"]) if "preprocessing" in trained else Preprocessing()
@@ -451,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                                       rejected_dir=build / "rejected")
         except VerificationError as exc:
             print(f"   refused: {exc}")
-            refused = str(exc).split(": ", 1)[-1].split("; ")[0]
-            out = build / "rejected" / out.name
+            refused = exc.reason
+            out = exc.kept if exc.kept is not None else build / "rejected" / out.name
             meta = load_metadata(out)
         ev = evaluate(out, args.data / "val", negatives=args.negatives / "val")
         calibrate_variant(out, ev)
