@@ -1,7 +1,7 @@
-"""moto's S3 server on loopback for the bulk tests, reached the way boto3 finds a real one.
+"""moto's S3 server on loopback for the S3 and bulk tests, reached the way boto3 finds a real one.
 
-The endpoint reaches boto3 only through ``AWS_ENDPOINT_URL_S3`` (as in
-tests/contract/test_s3.py); credentials are dummies and no config file is read.
+The endpoint reaches boto3 only through ``AWS_ENDPOINT_URL_S3``; credentials are dummies
+and no config file is read.
 """
 
 from __future__ import annotations

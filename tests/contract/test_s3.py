@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.s3server import aws_env, client, moto_s3
 from yogapose import fetch as fetch_mod
 from yogapose.config import Settings
 from yogapose.errors import (
@@ -31,42 +32,22 @@ BUCKET = "yoga-poses-test"
 IMAGE = b"\xff\xd8\xff\xe0" + b"fake-jpeg-body" * 100
 
 
-def _aws_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        _aws_env(mp, endpoint)
-        import boto3
-
-        s3 = boto3.session.Session().client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_object(Bucket=BUCKET, Key="poses/tree.jpg", Body=IMAGE, ContentType="image/jpeg")
-        s3.put_object(Bucket=BUCKET, Key="odd key?v=1#frag.jpg", Body=b"odd", ContentType="image/png")
-        s3.put_object(Bucket=BUCKET, Key="big.jpg", Body=b"b" * 5000)
-    yield endpoint
-    server.stop()
+    with moto_s3() as endpoint:
+        with pytest.MonkeyPatch.context() as mp:
+            aws_env(mp, endpoint)
+            s3 = client()
+            s3.create_bucket(Bucket=BUCKET)
+            s3.put_object(Bucket=BUCKET, Key="poses/tree.jpg", Body=IMAGE, ContentType="image/jpeg")
+            s3.put_object(Bucket=BUCKET, Key="odd key?v=1#frag.jpg", Body=b"odd", ContentType="image/png")
+            s3.put_object(Bucket=BUCKET, Key="big.jpg", Body=b"b" * 5000)
+        yield endpoint
 
 
 @pytest.fixture
 def s3_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    _aws_env(monkeypatch, moto_endpoint)
+    aws_env(monkeypatch, moto_endpoint)
     fetch_mod.reset_s3_client()
     yield moto_endpoint
     fetch_mod.reset_s3_client()
