@@ -43,7 +43,9 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -153,14 +155,24 @@ def _lock_requirements(names: tuple[str, ...], group: str = "develop") -> str:
     return "\n".join(lines) + "\n"
 
 
-def recipe_key() -> str:
-    """Changes whenever anything that goes into the stand-in changes."""
+def _recipe_hash(interpreter: str) -> str:
+    """Changes whenever anything that goes into a stand-in changes (``interpreter`` names its Python)."""
     h = hashlib.sha256()
     for path in (Path(__file__), HERE / "lambda-entrypoint.sh", HERE / "bootstrap", TOOLS_FILE):
         h.update(path.read_bytes())
     h.update(_lock_requirements(RIC_PACKAGES).encode())
-    h.update(f"{sys.version}|{sys.base_prefix}|{platform.machine()}".encode())
+    h.update(interpreter.encode())
     return h.hexdigest()[:16]
+
+
+def recipe_key() -> str:
+    """The host stand-in's key: this interpreter's build is part of the recipe."""
+    return _recipe_hash(f"{sys.version}|{sys.base_prefix}|{platform.machine()}")
+
+
+def _tool_pin(prefix: str) -> str:
+    """The hash-pinned requirement line of one stand-in tool."""
+    return next(line for line in TOOLS_FILE.read_text().splitlines() if line.startswith(prefix))
 
 
 def _pip(*args: str) -> None:
@@ -202,7 +214,7 @@ def ensure_rootfs(cache: Path, suite: str = SUITE, packages: tuple[str, ...] = D
 def ensure_rie(cache: Path, machine: str | None = None) -> Path:
     """The emulator binary from AWS SAM CLI's wheel (hash-pinned in standin-tools.txt)."""
     arch = RIE_ARCH[machine or platform.machine()]
-    pin = next(line for line in TOOLS_FILE.read_text().splitlines() if line.startswith("aws-sam-cli"))
+    pin = _tool_pin("aws-sam-cli")
     version = pin.split("==")[1].split()[0]
     binary = cache / f"aws-lambda-rie-{arch}-{version}"
     if binary.exists():
@@ -245,6 +257,62 @@ def _copy_python(dest: Path) -> None:
             tar.extractall(dest, filter="tar")
 
 
+def _install_host_python(mnt: Path) -> None:
+    """This interpreter in /var/lang with the pinned pip; the runtime client in /var/runtime."""
+    lang = mnt / "var" / "lang"
+    lang.mkdir(parents=True)
+    _copy_python(lang)
+    site = lang / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    with tempfile.TemporaryDirectory() as tmp:
+        for target, requirements in ((site, _tool_pin("pip==") + "\n"),
+                                     (mnt / "var" / "runtime", _lock_requirements(RIC_PACKAGES))):  # fmt: skip
+            req = Path(tmp) / "req.txt"
+            req.write_text(requirements)
+            _pip("install", "-q", "--no-cache-dir", "--no-deps", "--require-hashes",
+                 "--only-binary=:all:", "--target", str(target), "-r", str(req))  # fmt: skip
+    shutil.rmtree(site / "bin", ignore_errors=True)
+
+
+def _assemble(buildah: Buildah, image: str, rootfs_tar: Path, rie: Path, arch: str | None,
+              machine: str, install: Callable[[Path], None]) -> None:  # fmt: skip
+    """Commit ``image``: the rootfs, what ``install`` puts into it, and AWS's runtime layout.
+
+    Shared by the host and the foreign stand-ins. ``install(mnt)`` provides
+    ``/var/lang/bin/python3`` with pip and the runtime client in ``/var/runtime``; ``arch``
+    None builds for this machine. The commit happens only after a smoke check inside the image
+    (emulated for a foreign one) that the interpreter, its C extensions, pip and the runtime
+    client load on ``machine``.
+    """
+    ctr = buildah("from", "--quiet", *(["--arch", arch] if arch else []), "scratch")
+    try:
+        mnt = Path(buildah("mount", ctr))
+        subprocess.run(["tar", "-C", str(mnt), "-xf", str(rootfs_tar)], check=True)
+        install(mnt)
+        runtime = mnt / "var" / "runtime"
+        shutil.rmtree(runtime / "bin", ignore_errors=True)
+        shutil.copy2(HERE / "bootstrap", runtime / "bootstrap")
+        shutil.copy2(HERE / "lambda-entrypoint.sh", mnt / "lambda-entrypoint.sh")
+        (mnt / "usr" / "local" / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(rie, mnt / "usr" / "local" / "bin" / "aws-lambda-rie")
+        for rel in ("var/task", "opt"):
+            (mnt / rel).mkdir(parents=True, exist_ok=True)
+        buildah("umount", ctr)
+        config = ["config", "--entrypoint", '["/lambda-entrypoint.sh"]', "--workingdir", "/var/task",
+                  "--cmd", "", "--os", "linux", "--arch", arch or platform.machine()]  # fmt: skip
+        for key, value in IMAGE_ENV.items():
+            config += ["--env", f"{key}={value}"]
+        buildah(*config, ctr)
+        buildah("run", "--isolation", "chroot", ctr, "--", "/var/lang/bin/python3", "-c",
+                "import ssl, ctypes, sqlite3, lzma, bz2, zlib, pip, sys, platform; "
+                f"assert platform.machine() == {machine!r}, platform.machine(); "
+                "sys.path.insert(0, '/var/runtime'); import awslambdaric")  # fmt: skip
+        buildah("commit", "--quiet", "--rm", ctr, image)
+        ctr = ""
+    finally:
+        if ctr:
+            subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
+
+
 def ensure_standin(buildah: Buildah | None = None) -> str:
     """Return the name of the stand-in base image, building it if needed (~2-3 min first time)."""
     if sys.version_info[:2] != (3, 12):
@@ -257,48 +325,7 @@ def ensure_standin(buildah: Buildah | None = None) -> str:
     rootfs_tar = ensure_rootfs(cache)
     rie = ensure_rie(cache)
     log(f"assembling {image}")
-    ctr = buildah("from", "--quiet", "scratch")
-    try:
-        mnt = Path(buildah("mount", ctr))
-        subprocess.run(["tar", "-C", str(mnt), "-xf", str(rootfs_tar)], check=True)
-        lang = mnt / "var" / "lang"
-        lang.mkdir(parents=True)
-        _copy_python(lang)
-        site = lang / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-        runtime = mnt / "var" / "runtime"
-        with tempfile.TemporaryDirectory() as tmp:
-            tools = Path(tmp) / "tools.txt"
-            tools.write_text("".join(line + "\n" for line in TOOLS_FILE.read_text().splitlines()
-                                     if line.startswith("pip==")))  # fmt: skip
-            _pip("install", "-q", "--no-cache-dir", "--no-deps", "--require-hashes",
-                 "--only-binary=:all:", "--target", str(site), "-r", str(tools))  # fmt: skip
-            ric = Path(tmp) / "ric.txt"
-            ric.write_text(_lock_requirements(RIC_PACKAGES))
-            _pip("install", "-q", "--no-cache-dir", "--no-deps", "--require-hashes",
-                 "--only-binary=:all:", "--target", str(runtime), "-r", str(ric))  # fmt: skip
-        shutil.rmtree(site / "bin", ignore_errors=True)
-        shutil.rmtree(runtime / "bin", ignore_errors=True)
-        shutil.copy2(HERE / "bootstrap", runtime / "bootstrap")
-        shutil.copy2(HERE / "lambda-entrypoint.sh", mnt / "lambda-entrypoint.sh")
-        (mnt / "usr" / "local" / "bin").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(rie, mnt / "usr" / "local" / "bin" / "aws-lambda-rie")
-        for rel in ("var/task", "opt"):
-            (mnt / rel).mkdir(parents=True, exist_ok=True)
-        buildah("umount", ctr)
-        config = ["config", "--entrypoint", '["/lambda-entrypoint.sh"]', "--workingdir", "/var/task",
-                  "--cmd", "", "--os", "linux", "--arch", platform.machine()]  # fmt: skip
-        for key, value in IMAGE_ENV.items():
-            config += ["--env", f"{key}={value}"]
-        buildah(*config, ctr)
-        # Smoke check: the copied interpreter and its C extensions load inside the rootfs.
-        buildah("run", "--isolation", "chroot", ctr, "--", "/var/lang/bin/python3", "-c",
-                "import ssl, ctypes, sqlite3, lzma, bz2, zlib, pip, sys; "
-                "sys.path.insert(0, '/var/runtime'); import awslambdaric")  # fmt: skip
-        buildah("commit", "--quiet", "--rm", ctr, image)
-        ctr = ""
-    finally:
-        if ctr:
-            subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
+    _assemble(buildah, image, rootfs_tar, rie, None, platform.machine(), _install_host_python)
     _prune_old(buildah, image, IMAGE_REPO)
     return image
 
@@ -343,15 +370,6 @@ def foreign_problem(arch: str) -> str | None:
     if "F" not in flags:
         return f"binfmt_misc entry {qemu} lacks the F flag, so it cannot run inside a chroot"
     return None
-
-
-def _foreign_key(foreign: Foreign) -> str:
-    h = hashlib.sha256()
-    for path in (Path(__file__), HERE / "lambda-entrypoint.sh", HERE / "bootstrap", TOOLS_FILE):
-        h.update(path.read_bytes())
-    h.update(_lock_requirements(RIC_PACKAGES).encode())
-    h.update(repr(foreign).encode())
-    return h.hexdigest()[:16]
 
 
 def _pip_for(foreign: Foreign, target: Path, requirements: str) -> None:
@@ -421,6 +439,19 @@ def foreign_build_volumes(arch: str) -> list[str]:
     return ["--volume", f"{wheels}:{WHEELHOUSE}:ro", "--volume", f"{conf}:/etc/pip.conf:ro"]
 
 
+def _install_debian_python(foreign: Foreign, mnt: Path) -> None:
+    """Debian's interpreter at /var/lang/bin/python3 (where AWS's base keeps its own), the pinned
+    pip in its dist-packages and the runtime client in /var/runtime, all installed by host pip."""
+    bindir = mnt / "var" / "lang" / "bin"
+    bindir.mkdir(parents=True)
+    for name in ("python3", f"python{foreign.python}"):
+        (bindir / name).symlink_to(f"/usr/bin/python{foreign.python}")
+    (mnt / "var" / "lang" / "lib").mkdir()
+    site = mnt / "usr" / "local" / "lib" / f"python{foreign.python}" / "dist-packages"
+    _pip_for(foreign, site, _tool_pin("pip==") + "\n")
+    _pip_for(foreign, mnt / "var" / "runtime", _lock_requirements(RIC_PACKAGES))
+
+
 def ensure_foreign_standin(buildah: Buildah, arch: str) -> str:
     """The stand-in for ``arch`` (see the module docstring), built once (~6-8 min) and cached."""
     foreign = FOREIGN[arch]
@@ -428,51 +459,14 @@ def ensure_foreign_standin(buildah: Buildah, arch: str) -> str:
     if problem:
         raise RuntimeError(problem)
     repo = f"{IMAGE_REPO}-{arch}"
-    image = f"{repo}:{_foreign_key(foreign)}"
+    image = f"{repo}:{_recipe_hash(repr(foreign))}"
     if buildah.image_exists(image):
         return image
     cache = cache_dir()
     rootfs_tar = ensure_rootfs(cache, foreign.suite, foreign.packages, arch)
     rie = ensure_rie(cache, foreign.machine)
     log(f"assembling {image}")
-    ctr = buildah("from", "--quiet", "--arch", arch, "scratch")
-    try:
-        mnt = Path(buildah("mount", ctr))
-        subprocess.run(["tar", "-C", str(mnt), "-xf", str(rootfs_tar)], check=True)
-        # /var/lang/bin/python3 is where AWS's base keeps its interpreter; here Debian's.
-        bindir = mnt / "var" / "lang" / "bin"
-        bindir.mkdir(parents=True)
-        for name in ("python3", f"python{foreign.python}"):
-            (bindir / name).symlink_to(f"/usr/bin/python{foreign.python}")
-        (mnt / "var" / "lang" / "lib").mkdir()
-        pip_pin = next(line for line in TOOLS_FILE.read_text().splitlines() if line.startswith("pip=="))
-        site = mnt / "usr" / "local" / "lib" / f"python{foreign.python}" / "dist-packages"
-        _pip_for(foreign, site, pip_pin + "\n")
-        runtime = mnt / "var" / "runtime"
-        _pip_for(foreign, runtime, _lock_requirements(RIC_PACKAGES))
-        shutil.rmtree(runtime / "bin", ignore_errors=True)
-        shutil.copy2(HERE / "bootstrap", runtime / "bootstrap")
-        shutil.copy2(HERE / "lambda-entrypoint.sh", mnt / "lambda-entrypoint.sh")
-        (mnt / "usr" / "local" / "bin").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(rie, mnt / "usr" / "local" / "bin" / "aws-lambda-rie")
-        for rel in ("var/task", "opt"):
-            (mnt / rel).mkdir(parents=True, exist_ok=True)
-        buildah("umount", ctr)
-        config = ["config", "--entrypoint", '["/lambda-entrypoint.sh"]', "--workingdir", "/var/task",
-                  "--cmd", "", "--os", "linux", "--arch", arch]  # fmt: skip
-        for key, value in IMAGE_ENV.items():
-            config += ["--env", f"{key}={value}"]
-        buildah(*config, ctr)
-        # Smoke check, emulated: the interpreter, its C extensions, pip and the runtime client.
-        buildah("run", "--isolation", "chroot", ctr, "--", "/var/lang/bin/python3", "-c",
-                "import ssl, ctypes, sqlite3, lzma, bz2, zlib, pip, sys, platform; "
-                f"assert platform.machine() == {foreign.machine!r}, platform.machine(); "
-                "sys.path.insert(0, '/var/runtime'); import awslambdaric")  # fmt: skip
-        buildah("commit", "--quiet", "--rm", ctr, image)
-        ctr = ""
-    finally:
-        if ctr:
-            subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
+    _assemble(buildah, image, rootfs_tar, rie, arch, foreign.machine, partial(_install_debian_python, foreign))
     _prune_old(buildah, image, repo)
     return image
 
