@@ -121,6 +121,33 @@ HIDE_CPU_DIR = ["/bin/sh", "-c", 'mount -t tmpfs -o size=4k,mode=0755 no-cpu-dir
                 ' && exec "$@"', "hide-cpu-dir"]  # fmt: skip
 
 
+def run_command(buildah: Buildah, ctr: str, command: list[str], hide_cpu_dir: bool = False,
+                env: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+    """The ``buildah run`` command line for ``command`` in the container ``ctr``.
+
+    ``hide_cpu_dir`` runs it as Lambda would see the machine: no /sys/devices/system/cpu.
+    """
+    cmd = [*buildah.args, "run", "--isolation", "chroot"]
+    if hide_cpu_dir:
+        # Mounting needs CAP_SYS_ADMIN; the mount stays in the container's namespace.
+        cmd += ["--cap-add", "CAP_SYS_ADMIN"]
+        command = [*HIDE_CPU_DIR, *command]
+    for key, value in (env or {}).items():
+        cmd += ["--env", f"{key}={value}"]
+    return [*cmd, ctr, "--", *command]
+
+
+def run_in_image(buildah: Buildah, image: str, command: list[str], hide_cpu_dir: bool = False,
+                 timeout: float = 600) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``docker run --rm <image> command``: its output, in a container removed afterwards."""
+    ctr = buildah("from", "--quiet", "--pull=never", image)
+    try:
+        return subprocess.run(run_command(buildah, ctr, command, hide_cpu_dir), capture_output=True,
+                              text=True, timeout=timeout, check=False)  # fmt: skip
+    finally:
+        subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
+
+
 class RunningFunction:
     """``docker run -p PORT:8080 <image>``: the image's ENTRYPOINT + CMD under buildah run.
 
@@ -143,18 +170,10 @@ class RunningFunction:
             f"--runtime-interface-emulator-address 127.0.0.1:{self.port} "
             f"--runtime-api-address 127.0.0.1:{free_port()}"
         )
-        cmd = [*self.buildah.args, "run", "--isolation", "chroot"]
-        command = self.command
-        if self.hide_cpu_dir:
-            # Mounting needs CAP_SYS_ADMIN; the mount stays in the container's namespace.
-            cmd += ["--cap-add", "CAP_SYS_ADMIN"]
-            command = [*HIDE_CPU_DIR, *command]
-        for key, value in env.items():
-            cmd += ["--env", f"{key}={value}"]
+        cmd = run_command(self.buildah, self.ctr, self.command, self.hide_cpu_dir, env)
         self._out = self.log.open("w")
         # Own process group: teardown signals exactly this tree (buildah, the emulator, python).
-        self.proc = subprocess.Popen([*cmd, self.ctr, "--", *command], stdout=self._out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_listening(timeout=self.start_timeout)
         return self
 

@@ -20,15 +20,12 @@ a rerun with the same lock, shim and stand-in reuses the build's cached layers.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 
+from tests.imagebuild import harness, standin
 from tests.imagebuild import image as img
-from tests.imagebuild import standin
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -45,13 +42,8 @@ MAX_CACHED_IMAGES = 40  # each a full copy in vfs: a few GB at most
 
 
 def _unavailable() -> str | None:
-    if sys.platform != "linux":
-        return "the daemonless image build needs Linux"
-    if os.geteuid() != 0:
-        return "buildah chroot builds here need root"
-    for tool in ("buildah", "debootstrap"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install -y buildah debootstrap; .ci/run does this)"
+    if problem := harness.build_problem():
+        return problem
     if not SHIPPED_MODEL.exists():
         return "the shipped model is not in the tree"
     if not PHOTO.exists():
@@ -61,11 +53,8 @@ def _unavailable() -> str | None:
 
 @pytest.fixture(scope="module")
 def buildah() -> standin.Buildah:
-    reason = _unavailable()
-    if reason:
-        if os.environ.get("REQUIRE_IMAGE_TEST") == "1":
-            pytest.fail(f"REQUIRE_IMAGE_TEST=1 but the arm64 image test cannot run: {reason}")
-        pytest.skip(reason)
+    if reason := _unavailable():
+        harness.skip_or_fail(reason, "the arm64 image test")
     # A store of its own, so the x86 test's pruning leaves this one's build cache alone: the
     # emulated steps (pip, the shim's compile) are reused while their inputs are unchanged.
     return standin.Buildah(standin.cache_dir() / ARCH)
@@ -84,24 +73,17 @@ def built(buildah, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def photo_server():
-    from pytest_httpserver import HTTPServer
-
-    server = HTTPServer(host="127.0.0.1", port=0)
-    server.expect_request("/pose.jpg").respond_with_data(PHOTO.read_bytes(), content_type="image/jpeg")
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
+def photo_server(loopback_httpserver):
+    loopback_httpserver.expect_request("/pose.jpg").respond_with_data(PHOTO.read_bytes(), content_type="image/jpeg")
+    return loopback_httpserver
 
 
 @pytest.fixture(scope="module")
 def function(buildah, built, tmp_path_factory):
     log = tmp_path_factory.mktemp("run-arm64") / "function.log"
-    env = {"ALLOW_PRIVATE_URLS": "true", "POWERTOOLS_METRICS_NAMESPACE": "YogaPoseImageTest",
-           # qemu reads this from the environment of each program it runs: emulate Graviton2's
-           # Neoverse N1, the CPU of Lambda arm64, not qemu's default "max" (SVE2, SME, ...).
-           "QEMU_CPU": GRAVITON2}  # fmt: skip
+    # qemu reads QEMU_CPU from the environment of each program it runs: emulate Graviton2's
+    # Neoverse N1, the CPU of Lambda arm64, not qemu's default "max" (SVE2, SME, ...).
+    env = {**harness.FUNCTION_ENV, "QEMU_CPU": GRAVITON2}
     with img.RunningFunction(buildah, built.name, env, log, hide_cpu_dir=True, start_timeout=120) as running:
         yield running
         print(running.output())  # shown by pytest only when a test fails
@@ -109,18 +91,9 @@ def function(buildah, built, tmp_path_factory):
 
 def _run_in_image(buildah, image: str, command: list[str], hide_cpu_dir: bool) -> str:
     """``docker run --rm <image> command`` (emulated), optionally with the CPU dir hidden."""
-    ctr = buildah("from", "--quiet", "--pull=never", image)
-    try:
-        cmd = [*buildah.args, "run", "--isolation", "chroot"]
-        if hide_cpu_dir:
-            cmd += ["--cap-add", "CAP_SYS_ADMIN"]
-            command = [*img.HIDE_CPU_DIR, *command]
-        proc = subprocess.run([*cmd, ctr, "--", *command], capture_output=True, text=True,
-                              timeout=600, check=False)  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return proc.stdout
-    finally:
-        subprocess.run([*buildah.args, "rm", ctr], capture_output=True, check=False)
+    proc = img.run_in_image(buildah, image, command, hide_cpu_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def test_image_is_arm64(buildah, built, capsys):

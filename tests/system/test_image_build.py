@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.imagebuild import harness, standin
 from tests.imagebuild import image as img
-from tests.imagebuild import standin
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -35,13 +35,8 @@ TAG = "localhost/yogapose-imgtest:latest"
 
 
 def _unavailable() -> str | None:
-    if sys.platform != "linux":
-        return "the daemonless image build needs Linux"
-    if os.geteuid() != 0:
-        return "buildah chroot builds here need root"
-    for tool in ("buildah", "debootstrap"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install -y buildah debootstrap; .ci/run does this)"
+    if problem := harness.build_problem():
+        return problem
     if sys.version_info[:2] != (3, 12):
         return f"the stand-in base copies this interpreter and needs Python 3.12, not {sys.version}"
     return None
@@ -49,11 +44,8 @@ def _unavailable() -> str | None:
 
 @pytest.fixture(scope="module")
 def buildah() -> standin.Buildah:
-    reason = _unavailable()
-    if reason:
-        if os.environ.get("REQUIRE_IMAGE_TEST") == "1":
-            pytest.fail(f"REQUIRE_IMAGE_TEST=1 but the image test cannot run: {reason}")
-        pytest.skip(reason)
+    if reason := _unavailable():
+        harness.skip_or_fail(reason, "the image test")
     return standin.Buildah()
 
 
@@ -90,10 +82,8 @@ def built(buildah, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def image_server():
-    """A loopback web server with a real validation photo (or a generated one) as /pose.jpg."""
-    from pytest_httpserver import HTTPServer
-
+def image_server(loopback_httpserver):
+    """The loopback web server with a real validation photo (or a generated one) as /pose.jpg."""
     photos = sorted((SHARED_VAL / "tree").glob("*.jpg")) if SHARED_VAL.exists() else []
     if photos:
         data = photos[0].read_bytes()
@@ -103,19 +93,14 @@ def image_server():
         buf = io.BytesIO()
         Image.new("RGB", (320, 240), (200, 120, 40)).save(buf, "JPEG")
         data = buf.getvalue()
-    server = HTTPServer(host="127.0.0.1", port=0)
-    server.expect_request("/pose.jpg").respond_with_data(data, content_type="image/jpeg")
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
+    loopback_httpserver.expect_request("/pose.jpg").respond_with_data(data, content_type="image/jpeg")
+    return loopback_httpserver
 
 
 @pytest.fixture(scope="module")
 def function(buildah, built, tmp_path_factory):
     log = tmp_path_factory.mktemp("run") / "function.log"
-    env = {"ALLOW_PRIVATE_URLS": "true", "POWERTOOLS_METRICS_NAMESPACE": "YogaPoseImageTest"}
-    with img.RunningFunction(buildah, built[0].name, env, log) as running:
+    with img.RunningFunction(buildah, built[0].name, harness.FUNCTION_ENV, log) as running:
         yield running
         print(running.output())  # shown by pytest only when a test fails
 
