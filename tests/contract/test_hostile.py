@@ -135,8 +135,8 @@ def assert_error(resp: dict, status: int, code: str) -> dict:
 
 def test_many_scan_jpeg_is_a_valid_file_that_costs_pillow_seconds():
     """The file is hostile by cost alone: Pillow decodes it, slowly (the old path did this)."""
-    data = many_scan_jpeg((4000, 4000), 400)
-    assert len(data) < 120_000
+    data = many_scan_jpeg((4000, 4000), 1000)
+    assert len(data) < 250_000
     started = time.perf_counter()
     with Image.open(io.BytesIO(data)) as img:
         img.draft("RGB", (300, 300))
@@ -146,7 +146,9 @@ def test_many_scan_jpeg_is_a_valid_file_that_costs_pillow_seconds():
     with pytest.raises(UnusableImage, match="scans"):
         imaging.open_image(data, 40_000_000, (300, 300))
     ours_s = time.perf_counter() - started
-    assert ours_s < 0.05 < pillow_s / 10, (ours_s, pillow_s)
+    # Relative, not a time budget: refusing from the markers is orders of magnitude cheaper
+    # than decoding (~1 s for Pillow, well under a millisecond for the marker walk).
+    assert ours_s * 50 < pillow_s, (ours_s, pillow_s)
 
 
 def test_thousands_of_scans_are_refused_fast_through_the_handler(handler, event):
