@@ -101,14 +101,12 @@ class _FoundAlready:
         return self.person
 
 
-def stages(images: dict, events: dict, settings, prep, cfg: dict) -> dict:
+def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
     """Per-stage medians of the request path, per image, through the app's own
     ``Preprocessor``: base64, decode (EXIF, alpha, draft), the person detector
     (``find_person``, tiles included when it looks again), crop + resize, tensor."""
     from yogapose.b64 import decode_payload
     from yogapose.preprocess import Preprocessor
-
-    pre = Preprocessor.for_model(prep, os.path.dirname(settings.model_path), settings.num_threads)
 
     def b64(text: str) -> bytes:
         return decode_payload(text, "image", settings.max_bytes)
@@ -270,13 +268,16 @@ def main() -> int:
     out["rss"] = wcommon.peak_rss_mb()  # serving peak, before the extra interpreter below
 
     from yogapose.config import load_settings
-    from yogapose.imaging import preprocess_bytes
     from yogapose.metadata import load_metadata
+    from yogapose.preprocess import Preprocessor
 
     settings = load_settings()
     prep = load_metadata(settings.model_path).preprocessing
-    out["stages"] = stages(images, events, settings, prep, cfg)
-    x = preprocess_bytes(next(iter(images.values())), prep, settings.max_pixels)
+    # One preprocessor (one detector) for the stage timings and the infer-only input: the
+    # model's own preprocessing, person crop included.
+    pre = Preprocessor.for_model(prep, settings.model_path.parent, settings.num_threads)
+    out["stages"] = stages(images, events, settings, prep, pre, cfg)
+    x = pre.tensor(next(iter(images.values())), settings.max_pixels)
     out["infer"] = wcommon.summarize(
         infer_only(str(settings.model_path), settings.num_threads, x, cfg["infer_runs"], budget))
     if cfg.get("crop_cost") and prep.person_crop is not None:

@@ -387,15 +387,6 @@ def resize_image(img: Image.Image, prep: Preprocessing) -> Image.Image:
     return img.resize(size, resample)
 
 
-def load_resized(data: bytes, prep: Preprocessing, max_pixels: int,
-                 deadline: Deadline | None = None) -> Image.Image:
-    """Bytes -> upright RGB image at the model's input size."""
-    size = (int(prep.size[0]), int(prep.size[1]))
-    img = open_image(data, max_pixels=max_pixels, draft_size=size, background=prep.alpha_background,
-                     deadline=deadline, jpeg_draft=prep.jpeg_draft)
-    return resize_image(img, prep)
-
-
 def to_input_array(img: Image.Image, prep: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:
     """Resized RGB image -> float32 NHWC batch of one, scaled as ``x / divisor + offset``.
 
@@ -410,11 +401,6 @@ def to_input_array(img: Image.Image, prep: Preprocessing, out: np.ndarray | None
     np.divide(pixels, np.float32(prep.scale_divisor), out=out[0], dtype=np.float32)
     out += np.float32(prep.scale_offset)
     return out
-
-
-def preprocess_bytes(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
-    """The whole serving preprocessing: bytes -> (1, H, W, 3) float32 in [-1, 1]."""
-    return to_input_array(load_resized(data, prep, max_pixels), prep)
 
 
 def _short(exc: BaseException) -> str:

@@ -73,6 +73,10 @@ class Preprocessor:
     def from_bytes(self, data: bytes, max_pixels: int) -> Framed:
         return self.frame(self.decode(data, max_pixels))
 
+    def tensor(self, data: bytes, max_pixels: int) -> np.ndarray:
+        """The whole preprocessing: bytes -> (1, H, W, 3) float32 model input."""
+        return self.to_input(self.from_bytes(data, max_pixels))
+
     def to_input(self, framed: Framed, out: np.ndarray | None = None) -> np.ndarray:
         """The (1, H, W, 3) float32 input tensor (written into ``out`` when given)."""
         return imaging.to_input_array(framed.image, self.prep, out=out)

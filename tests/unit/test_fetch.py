@@ -36,8 +36,8 @@ from yogapose.errors import (
     UpstreamTimeout,
 )
 from yogapose.fetch import Fetched, FetchLimits, fetch, redact_url
-from yogapose.imaging import preprocess_bytes
 from yogapose.metadata import Preprocessing
+from yogapose.preprocess import Preprocessor
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -568,7 +568,7 @@ def test_non_image_body_is_415_after_fetch(httpserver: HTTPServer) -> None:
     got = fetch(httpserver.url_for("/page"), LOOPBACK)
     assert got.content_type == "text/html"
     with pytest.raises(UnsupportedImage) as info:
-        preprocess_bytes(got.data, Preprocessing(), max_pixels=Settings.max_pixels)
+        Preprocessor(Preprocessing()).tensor(got.data, Settings.max_pixels)
     assert info.value.http_status == 415
 
 
@@ -580,14 +580,14 @@ def test_truncated_jpeg_is_422_after_fetch(raw_server) -> None:
     got = fetch(server.url(), LOOPBACK)
     assert got.data == image[:cut]
     with pytest.raises(UnusableImage) as info:
-        preprocess_bytes(got.data, Preprocessing(jpeg_draft=False), max_pixels=Settings.max_pixels)
+        Preprocessor(Preprocessing(jpeg_draft=False)).tensor(got.data, Settings.max_pixels)
     assert info.value.http_status == 422
 
 
 def test_fetched_image_preprocesses(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/pose.jpg").respond_with_data(jpeg_bytes(), content_type="image/jpeg")
     got = fetch(httpserver.url_for("/pose.jpg"), LOOPBACK)
-    assert preprocess_bytes(got.data, Preprocessing(), max_pixels=Settings.max_pixels).shape == (1, 150, 150, 3)
+    assert Preprocessor(Preprocessing()).tensor(got.data, Settings.max_pixels).shape == (1, 150, 150, 3)
 
 
 # ------------------------------------------------------------------------- redact_url

@@ -10,8 +10,13 @@ import pytest
 from PIL import Image
 
 from convert.data import load_split, scale, to_uint8
-from yogapose.imaging import preprocess_bytes
 from yogapose.metadata import Preprocessing
+from yogapose.preprocess import Preprocessor
+
+
+def preprocess_bytes(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
+    """The serving preprocessing (no person crop in these metadata)."""
+    return Preprocessor(prep).tensor(data, max_pixels)
 
 PREP = Preprocessing()
 MAX_PIXELS = 40_000_000
