@@ -34,6 +34,7 @@ import numpy as np
 from yogapose.metadata import ModelMetadata, Preprocessing, sha256_file, write_metadata
 
 from .data import OUTLIER_LABEL, class_names_of, file_sha256, list_images, negative_items, scale, to_uint8
+from .openset import softmax
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
 # Largest acceptable |p_tflite - p_keras| per variant: quantized variants legitimately move
@@ -136,16 +137,10 @@ def tflite_predict(model_path: Path, inputs: np.ndarray, num_threads: int = 2) -
 def verify(keras_probs: np.ndarray, tflite_probs: np.ndarray, logits: bool = False) -> Verification:
     """Top-1 agreement and probability differences (logits are compared as softmax)."""
     if logits:
-        keras_probs, tflite_probs = _softmax(keras_probs), _softmax(tflite_probs)
+        keras_probs, tflite_probs = softmax(keras_probs), softmax(tflite_probs)
     agree = float((keras_probs.argmax(1) == tflite_probs.argmax(1)).mean())
     diff = np.abs(keras_probs - tflite_probs)
     return Verification(len(keras_probs), agree, float(diff.max()), float(diff.mean()))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def library_versions() -> dict[str, str]:

@@ -64,6 +64,7 @@ from .data import (
     scale,
     synthetic_mask,
 )
+from .openset import softmax
 
 DEFAULT_DATA = Path("../shared/data/yoga")
 DEFAULT_NEGATIVES = Path("../shared/data/negatives")
@@ -178,13 +179,6 @@ def sample_weights(labels: np.ndarray, synthetic: np.ndarray, n_classes: int,
     base = np.where(synthetic, float(synthetic_weight), 1.0)
     effective = np.bincount(labels, weights=base, minlength=n_classes)
     return (base * len(labels) / (n_classes * np.maximum(effective[labels], 1e-12))).astype(np.float32)
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def val_scores(logits, labels: np.ndarray, real: np.ndarray, n_classes: int) -> dict[str, float]:
