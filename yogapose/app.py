@@ -36,7 +36,6 @@ class App:
         self.model = model
         self.metadata = model.metadata
         self.labels = tuple(model.metadata.labels)
-        self.prep = model.metadata.preprocessing
         self.version = model.metadata.version
         self.preprocessor = _preprocessor(model)
 
