@@ -22,7 +22,6 @@ import argparse
 import io
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +30,8 @@ from PIL import Image
 
 from yogapose import answer
 from yogapose.config import load_settings
-from yogapose.metadata import ModelMetadata, load_metadata
-from yogapose.preprocess import Preprocessor
+from yogapose.metadata import ModelMetadata
+from yogapose.observability import RequestStats
 
 from . import openset
 from .data import IMAGE_SUFFIXES, negative_items, paste, read_manifest
@@ -132,24 +131,27 @@ def find_manifest(folder: Path, manifest: Path | None) -> tuple[dict, Path | Non
 
 
 class ServingPath:
-    """The server's preprocessing and model for one flatbuffer (no HTTP around them)."""
+    """The server's own classification (:meth:`yogapose.app.App.classify`) of one flatbuffer,
+    without HTTP around it: decode, person candidates, inference, the crop chosen, the answer."""
 
     def __init__(self, model_path: Path, num_threads: int = 2) -> None:
+        from yogapose.app import App
         from yogapose.runtime import Model
 
-        self.meta: ModelMetadata = load_metadata(model_path)
-        self.model = Model.load(model_path, num_threads=num_threads)
-        self.pre = Preprocessor.for_model(self.meta.preprocessing, Path(model_path).parent, num_threads)
-        self.max_pixels = load_settings().max_pixels
+        self.app = App(load_settings(), Model.load(model_path, num_threads=num_threads))
+        self.meta: ModelMetadata = self.app.metadata
+        self.pre = self.app.preprocessor
+        self.max_pixels = self.app.settings.max_pixels
 
     def run(self, data: bytes) -> tuple[np.ndarray, dict | None, float]:
-        """Bytes -> (raw outputs, person box or None, inference ms)."""
-        framed = self.pre.from_bytes(data, self.max_pixels)
-        t0 = time.perf_counter()
-        raw = np.asarray(self.model.predict_with(lambda buf: self.pre.to_input(framed, out=buf)), np.float64)
-        return raw.reshape(-1), framed.person_dict(), (time.perf_counter() - t0) * 1000
+        """Bytes -> (raw outputs of the crop answered for, person box or None, inference ms)."""
+        stats = RequestStats()
+        ans = self.app.classify(data, stats)
+        assert ans.outputs is not None
+        return np.asarray(ans.outputs, np.float64).reshape(-1), ans.person, stats.ms["infer"]
 
     def answer(self, raw: np.ndarray, person: dict | None) -> answer.Answer:
+        """The answer for those outputs under the metadata as it is now (e.g. after calibration)."""
         return answer.build(raw, self.meta, person, self.pre.detector is not None)
 
 

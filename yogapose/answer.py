@@ -16,7 +16,7 @@ Nothing else in the code base hard-codes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,9 @@ class Answer:
     confidence: float
     reason: str | None
     person: dict[str, float] | None
+    # The model's raw outputs for the chosen crop (logits, outlier included): evaluation and
+    # calibration read them; never part of either JSON answer.
+    outputs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def verdict(self) -> str:
@@ -80,6 +83,23 @@ def open_set_score(logits: np.ndarray, n_labels: int, score: str, temperature: f
     raise ValueError(f"unknown open-set score {score!r}")
 
 
+def most_in_scope(raws: list[np.ndarray], meta: ModelMetadata) -> int:
+    """Which of several crops of one photo (the person candidates) to answer for: the one
+    whose outputs score highest on the metadata's open-set score (the most confident
+    in-scope softmax for a model without one), i.e. the crop that looks most like one of
+    the six poses."""
+    if len(raws) <= 1:
+        return 0
+    n = len(meta.labels)
+    if meta.open_set is not None and meta.output_activation == "linear":
+        scores = [open_set_score(r, n, meta.open_set.score, meta.open_set.temperature) for r in raws]
+    elif meta.outlier_label is not None and meta.output_activation == "linear":  # not calibrated yet
+        scores = [open_set_score(r, n, "not_outlier", 1.0) for r in raws]
+    else:
+        scores = [float(np.asarray(r, dtype=np.float64).reshape(-1)[:n].max()) for r in raws]
+    return int(np.argmax(scores))
+
+
 def build(raw: np.ndarray, meta: ModelMetadata, person: dict[str, float] | None,
           detector_used: bool) -> Answer:
     """Raw model outputs -> :class:`Answer`. PoseError if the model returned garbage."""
@@ -105,4 +125,4 @@ def build(raw: np.ndarray, meta: ModelMetadata, person: dict[str, float] | None,
         s = open_set_score(out, n, meta.open_set.score, meta.open_set.temperature)
         if s < meta.open_set.threshold:
             reason = NO_PERSON if (detector_used and person is None) else OUT_OF_SCOPE
-    return Answer(probabilities, calibrated, None if reason else best, calibrated[best], reason, person)
+    return Answer(probabilities, calibrated, None if reason else best, calibrated[best], reason, person, out)

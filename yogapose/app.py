@@ -14,11 +14,13 @@ from __future__ import annotations
 import functools
 from typing import Any, assert_never
 
+import numpy as np
+
 from . import __version__, answer, b64, edge
 from .config import Settings, load_settings
 from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError
 from .observability import RequestStats, logger, redact
-from .preprocess import Preprocessor
+from .preprocess import Framed, Preprocessor
 from .runtime import Model
 
 SINGLE_FIELDS = ("url", "image")
@@ -193,8 +195,9 @@ class App:
     def classify(self, data: bytes, stats: RequestStats | None = None) -> answer.Answer:
         """Image bytes -> :class:`~yogapose.answer.Answer` (six probabilities + verdict).
 
-        Stages (timed): decode, detect (find the person, crop, resize), infer (scale into
-        the interpreter's input and run it).
+        Stages (timed): decode, detect (find the person candidates, crop, resize), infer
+        (scale into the interpreter's input and run it, once per candidate; the answer is for
+        the candidate most in scope, :func:`~yogapose.answer.most_in_scope`).
         """
         stats = stats if stats is not None else RequestStats()
         limit = self.settings.max_bytes
@@ -204,11 +207,12 @@ class App:
         with stats.timer("decode"):
             img = pre.decode(data, self.settings.max_pixels, stats.deadline)
         with stats.timer("detect"):
-            framed = pre.frame(img)
+            frames = pre.frames(img)
         with stats.timer("infer"):
             # Scaling writes straight into the interpreter's input tensor (no temporary).
-            raw = self.model.predict_with(lambda buf: pre.to_input(framed, out=buf))
-        result = answer.build(raw, self.metadata, framed.person_dict(), pre.detector is not None)
+            raws = [self.model.predict_with(functools.partial(_fill, pre, f)) for f in frames]
+        pick = answer.most_in_scope(raws, self.metadata)
+        result = answer.build(raws[pick], self.metadata, frames[pick].person_dict(), pre.detector is not None)
         stats.images += 1
         stats.predicted[result.top] += 1
         stats.verdicts[result.verdict] += 1
@@ -271,6 +275,10 @@ def _check_details(payload: dict) -> None:
 @functools.lru_cache(maxsize=4)
 def _model(model_path: str, num_threads: int) -> Model:
     return Model.load(model_path, num_threads=num_threads)
+
+
+def _fill(pre: Preprocessor, framed: Framed, buf: np.ndarray) -> None:
+    pre.to_input(framed, out=buf)
 
 
 @functools.lru_cache(maxsize=4)

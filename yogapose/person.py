@@ -257,33 +257,74 @@ class PersonDetector:
             for score, c in ((s, unletterbox(c, pad)) for s, c in found)
         ]
 
-    def find_person(self, img: Image.Image) -> PersonBox | None:
-        """The crop region of the main person, or None.
+    def find_people(self, img: Image.Image, limit: int = 1) -> list[PersonBox]:
+        """Crop regions of the people in ``img``, for the classifier to choose from.
 
-        First the whole image; the largest detected body wins (the person in front). The
-        detector was trained on people who fill much of the frame and misses small ones
-        (a person at 40 % of a 1200x900 frame's height: ~40 % found), so when it finds
-        nobody in an image big enough to zoom into, it looks again in overlapping windows
-        (``tile_fraction`` of the shorter side) and keeps the most confident body: 92 %
-        found at 40 % framing, at the cost of more invokes only for photos without an
-        obvious person.
+        First the whole image. The detector was trained on people who fill much of the
+        frame and misses small ones (a person at 40 % of a 1200x900 frame's height: ~40 %
+        found), so when it finds nobody in an image big enough to zoom into, it looks again
+        in overlapping windows (``tile_fraction`` of the shorter side): 92 % found at 40 %
+        framing, at the cost of more invokes only for photos without an obvious person.
+
+        ``limit`` 1: the detector's pick alone, the largest body in the whole image (the
+        person in front), else the most confident in the windows. ``limit`` > 1: on wide
+        shots the largest body is often not the one posing (a passer-by at the edge, a dog),
+        so a photo big enough to hold a small person (shorter side >= ``search_min_side``) is
+        searched in the windows too, and the ``limit`` most confident distinct bodies are
+        returned for the classifier to judge (:func:`yogapose.answer.most_in_scope`).
         """
         w, h = img.size
         cfg = self.config
-        found = [
-            person_region(d.keypoints * (w, h), d.score, w, h, cfg.scale) for d in self.detect(img)
-        ]
-        found = [r for r in found if r.right - r.left >= 2 and r.bottom - r.top >= 2]
-        if found:
-            return max(found, key=lambda r: ((r.right - r.left) * (r.bottom - r.top), r.score))
-        if cfg.tile_fraction <= 0 or min(w, h) * cfg.tile_fraction < cfg.tile_min_side:
-            return None
-        best: PersonBox | None = None
-        for x0, y0, x1, y1 in tiles(w, h, cfg.tile_fraction, cfg.tile_overlap):
-            for d in self.detect(img.crop((x0, y0, x1, y1))):
-                if best is None or d.score > best.score:
-                    kp = d.keypoints * (x1 - x0) + (x0, y0)
-                    best = person_region(kp, d.score, w, h, cfg.scale)
-        if best is None or best.right - best.left < 2 or best.bottom - best.top < 2:
-            return None
-        return best
+        whole = [r for r in (self._region(d, (0, 0, w, h), w, h) for d in self.detect(img)) if _usable(r)]
+        if limit <= 1 and whole:
+            return [max(whole, key=_area_then_score)]
+        windows: list[PersonBox] = []
+        if (not whole or min(w, h) >= cfg.search_min_side) and cfg.tile_fraction > 0 \
+                and min(w, h) * cfg.tile_fraction >= cfg.tile_min_side:
+            for window in tiles(w, h, cfg.tile_fraction, cfg.tile_overlap):
+                windows += [r for r in (self._region(d, window, w, h) for d in self.detect(img.crop(window)))
+                            if _usable(r)]
+        if limit <= 1:
+            return [max(windows, key=lambda r: r.score)] if windows else []
+        return _distinct(sorted(whole + windows, key=lambda r: -r.score), limit)
+
+    def find_person(self, img: Image.Image) -> PersonBox | None:
+        """The detector's pick alone (``find_people(img, 1)``), or None."""
+        found = self.find_people(img, 1)
+        return found[0] if found else None
+
+    def _region(self, d: Detection, window: tuple[int, int, int, int], width: int, height: int) -> PersonBox:
+        """A detection in ``window`` (normalised to it) -> its crop region in the image."""
+        x0, y0, x1, y1 = window
+        return person_region(d.keypoints * (x1 - x0, y1 - y0) + (x0, y0), d.score, width, height, self.config.scale)
+
+
+# Regions overlapping this much are one body seen twice (the whole image and a window).
+_SAME_BODY_IOU = 0.6
+
+
+def _distinct(regions: list[PersonBox], limit: int) -> list[PersonBox]:
+    """The first ``limit`` regions that are not the same body as an earlier one."""
+    kept: list[PersonBox] = []
+    for r in regions:
+        if all(_box_iou(r, k) < _SAME_BODY_IOU for k in kept):
+            kept.append(r)
+            if len(kept) == limit:
+                break
+    return kept
+
+
+def _box_iou(a: PersonBox, b: PersonBox) -> float:
+    iw = max(0, min(a.right, b.right) - max(a.left, b.left))
+    ih = max(0, min(a.bottom, b.bottom) - max(a.top, b.top))
+    inter = iw * ih
+    union = (a.right - a.left) * (a.bottom - a.top) + (b.right - b.left) * (b.bottom - b.top) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _usable(r: PersonBox) -> bool:
+    return r.right - r.left >= 2 and r.bottom - r.top >= 2
+
+
+def _area_then_score(r: PersonBox) -> tuple[int, float]:
+    return (r.right - r.left) * (r.bottom - r.top), r.score

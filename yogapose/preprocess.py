@@ -64,9 +64,21 @@ class Preprocessor:
                                   background=self.prep.alpha_background, deadline=deadline,
                                   jpeg_draft=self.prep.jpeg_draft)
 
+    def frames(self, img: Image.Image, limit: int | None = None) -> list[Framed]:
+        """Upright RGB -> the candidate crops at the input size, best first: each person the
+        detector offers (up to ``limit``, default the metadata's ``candidates``; the server
+        classifies them all and answers for the one most in scope), or the whole image."""
+        if self.detector is None:
+            return [self._framed(img, None)]
+        crop = self.prep.person_crop
+        n = limit if limit is not None else (crop.candidates if crop is not None else 1)
+        return [self._framed(img, p) for p in self.detector.find_people(img, n)] or [self._framed(img, None)]
+
     def frame(self, img: Image.Image) -> Framed:
-        """Upright RGB -> the person's region (or the whole image) at the input size."""
-        person = self.detector.find_person(img) if self.detector is not None else None
+        """The detector's pick alone (training: no classifier to choose with yet)."""
+        return self.frames(img, 1)[0]
+
+    def _framed(self, img: Image.Image, person: PersonBox | None) -> Framed:
         region = img if person is None else img.crop((person.left, person.top, person.right, person.bottom))
         return Framed(imaging.resize_image(region, self.prep), person, img.size)
 

@@ -179,6 +179,42 @@ def test_accepted_with_a_person_box(model_with, handler_):
     assert result["person"] is not None
 
 
+@pytest.mark.skipif(not PERSON_PHOTO.is_file(), reason="needs ../shared/data/yoga/val")
+def test_several_people_the_answer_is_for_the_crop_most_in_scope(model_with, handler_):
+    """A wide shot with two people: every candidate is classified and the answer (and its box)
+    is the candidate's whose open-set score is highest, computed here from each crop alone."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from yogapose.answer import open_set_score
+    from yogapose.app import get_app
+
+    path = model_with(0.0, crop=True)
+    canvas = Image.new("RGB", (600, 450), (200, 200, 190))
+    for cls, height, (x, y) in (("warrior", 280, (20, 150)), ("tree", 150, (420, 30))):
+        with Image.open(sorted((SHARED / "data" / "yoga" / "val" / cls).glob("*.jpg"))[0]) as im:
+            photo = im.convert("RGB")
+        canvas.paste(photo.resize((round(photo.width * height / photo.height), height)), (x, y))
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG")
+    app = get_app()
+    meta = load_metadata(path)
+    frames = app.preprocessor.frames(app.preprocessor.decode(buf.getvalue(), 10**8))
+    assert len(frames) >= 2, "the test needs several candidates"
+    scores = []
+    for f in frames:
+        x = app.preprocessor.to_input(f)
+        raw = app.model.predict_with(lambda b, x=x: b.__setitem__(slice(None), x.reshape(b.shape)))
+        scores.append(open_set_score(raw, len(meta.labels), "max_softmax", 1.0))
+    best = frames[int(np.argmax(scores))]
+    result = handler_({"image": b64(buf.getvalue()), "details": True}, None)
+    assert_detailed(result, meta.labels, accepted=True)
+    assert result["person"] == best.person_dict()
+    assert result["confidence"] == pytest.approx(max(scores), abs=1e-6)
+
+
 # ------------------------------------------------------------------ Function URL
 
 

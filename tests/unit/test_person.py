@@ -16,6 +16,7 @@ from yogapose.metadata import PersonCrop
 from yogapose.person import (
     INPUT_SIZE,
     NUM_ANCHORS,
+    PersonBox,
     PersonDetector,
     decode,
     letterbox,
@@ -221,3 +222,60 @@ def test_real_photo_gives_a_person_and_a_blank_image_none(detector, shared_dir):
     for blank in (Image.new("RGB", (640, 480)), Image.new("RGB", (300, 300), (255, 255, 255))):
         assert detector.detect(blank) == []
         assert detector.find_person(blank) is None  # the 640x480 one also tries the windows
+
+
+def _two_people(shared_dir: Path) -> tuple[Image.Image, tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """A 600x450 wide shot: a warrior large at the left, a tree small at the top right;
+    returns the image and where each photo went."""
+    val = shared_dir / "data" / "yoga" / "val"
+    canvas = Image.new("RGB", (600, 450), (200, 200, 190))
+    placed = []
+    for cls, height, (x, y) in (("warrior", 280, (20, 150)), ("tree", 150, (420, 30))):
+        with Image.open(sorted((val / cls).glob("*.jpg"))[0]) as im:
+            photo = im.convert("RGB")
+        w = round(photo.width * height / photo.height)
+        canvas.paste(photo.resize((w, height)), (x, y))
+        placed.append((x, y, x + w, y + height))
+    return canvas, placed[0], placed[1]
+
+
+def _centre_in(box: PersonBox, rect: tuple[int, int, int, int]) -> bool:
+    cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2
+    return rect[0] <= cx <= rect[2] and rect[1] <= cy <= rect[3]
+
+
+def test_find_people_offers_the_small_person_too(detector, shared_dir):
+    img, big, small = _two_people(shared_dir)
+    (pick,) = detector.find_people(img, 1)  # the detector alone: the largest body
+    assert _centre_in(pick, big)
+    assert detector.find_person(img) == pick
+    offered = detector.find_people(img, 3)
+    assert 2 <= len(offered) <= 3
+    assert [b.score for b in offered] == sorted((b.score for b in offered), reverse=True)
+    assert any(_centre_in(b, small) for b in offered), offered  # found in the windows
+    assert any(_centre_in(b, big) for b in offered)
+
+
+def test_small_photos_are_not_searched_in_windows(detector, shared_dir, monkeypatch):
+    """A close-up (shorter side < search_min_side) costs one detector invoke, whatever the limit."""
+    path = sorted((shared_dir / "data" / "yoga" / "val" / "warrior").glob("*.jpg"))[0]
+    with Image.open(path) as im:
+        img = im.convert("RGB").resize((340, 340))
+    assert min(img.size) < detector.config.search_min_side
+    assert min(img.size) * detector.config.tile_fraction >= detector.config.tile_min_side  # windows possible
+    calls = []
+    real = detector.detect
+    monkeypatch.setattr(detector, "detect", lambda im: calls.append(im.size) or real(im))
+    assert len(detector.find_people(img, 3)) >= 1
+    assert calls == [img.size]
+
+
+def test_distinct_drops_the_same_body_seen_twice():
+    from yogapose.person import _distinct
+
+    a = PersonBox(0, 0, 100, 100, 0.9)
+    same = PersonBox(5, 5, 100, 100, 0.8)  # IoU 0.9
+    other = PersonBox(200, 0, 260, 60, 0.7)
+    assert _distinct([a, same, other], 3) == [a, other]
+    assert _distinct([a, same, other], 1) == [a]
+    assert _distinct([], 3) == []

@@ -1,0 +1,45 @@
+"""yogapose.answer.most_in_scope: which person candidate's crop the server answers for."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from yogapose.answer import build, most_in_scope, open_set_score
+from yogapose.metadata import ModelMetadata, OpenSet, Preprocessing
+
+LABELS = ("chair", "cobra", "downdog", "goddess", "tree", "warrior")
+
+
+def meta(open_set: OpenSet | None, outlier: bool = True, activation: str = "linear") -> ModelMetadata:
+    return ModelMetadata(name="t", model_file="t.tflite", sha256="0" * 64, labels=LABELS,
+                         input_shape=(1, 150, 150, 3), input_dtype="float32", preprocessing=Preprocessing(),
+                         output_activation=activation, outlier_label="other" if outlier else None,
+                         open_set=open_set)
+
+
+def logits(pose: float, other: float) -> np.ndarray:
+    return np.array([pose, 0.0, 0.0, 0.0, 0.0, 0.0, other], dtype=np.float32)
+
+
+def test_the_crop_most_in_scope_wins():
+    m = meta(OpenSet(method="t", score="not_outlier", temperature=2.0, threshold=0.5))
+    raws = [logits(3.0, 4.0), logits(2.0, -1.0), logits(5.0, 6.0)]  # the second is least 'other'
+    assert most_in_scope(raws, m) == 1
+    scores = [open_set_score(r, 6, "not_outlier", 2.0) for r in raws]
+    assert int(np.argmax(scores)) == 1
+    assert build(raws[1], m, None, False).pose == "chair"
+
+
+def test_one_candidate_is_taken_as_is():
+    assert most_in_scope([logits(0.0, 9.0)], meta(None)) == 0
+
+
+def test_uncalibrated_outlier_model_uses_one_minus_p_other():
+    raws = [logits(9.0, 9.5), logits(1.0, -3.0)]  # the first has the larger pose logit, but is 'other'
+    assert most_in_scope(raws, meta(None)) == 1
+
+
+def test_six_output_softmax_model_uses_the_top_probability():
+    m = meta(None, outlier=False, activation="softmax")
+    raws = [np.array([0.5, 0.1, 0.1, 0.1, 0.1, 0.1]), np.array([0.9, 0.02, 0.02, 0.02, 0.02, 0.02])]
+    assert most_in_scope(raws, m) == 1
