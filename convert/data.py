@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from yogapose import imaging
 from yogapose.metadata import Preprocessing
+from yogapose.person import PersonBox
 from yogapose.preprocess import Preprocessor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
@@ -78,10 +80,10 @@ def to_uint8(path: Path, prep: Preprocessing) -> np.ndarray:
     return np.asarray(preprocessor(prep).from_bytes(Path(path).read_bytes(), _MAX_PIXELS).image, dtype=np.uint8)
 
 
-def frame_uint8(img: Image.Image, prep: Preprocessing) -> tuple[np.ndarray, bool]:
-    """Upright RGB -> (model-size uint8, whether a person was found)."""
+def frame_uint8(img: Image.Image, prep: Preprocessing) -> tuple[np.ndarray, PersonBox | None]:
+    """Upright RGB -> (model-size uint8, the person region found or None)."""
     framed = preprocessor(prep).frame(img)
-    return np.asarray(framed.image, dtype=np.uint8), framed.person is not None
+    return np.asarray(framed.image, dtype=np.uint8), framed.person
 
 
 def negative_items(split_dir: Path, label: int) -> list[tuple[Path, int]]:
@@ -112,6 +114,12 @@ def paste(img: Image.Image, scene: Image.Image, frame: tuple[int, int], height_f
     """``img`` scaled to ``height_fraction`` of a ``frame``-sized copy of ``scene``, at a random
     place: what a photo taken from a few metres away looks like. Used by the training's scale
     augmentation and by the framing-robustness evaluation alike."""
+    return paste_placed(img, scene, frame, height_fraction, rng)[0]
+
+
+def paste_placed(img: Image.Image, scene: Image.Image, frame: tuple[int, int], height_fraction: float,
+                 rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """:func:`paste`, and where ``img`` went: (left, top, right, bottom) in the frame."""
     fw, fh = frame
     canvas = scene.convert("RGB").resize((fw, fh), Image.Resampling.BILINEAR)
     h = max(8, round(fh * height_fraction))
@@ -121,7 +129,24 @@ def paste(img: Image.Image, scene: Image.Image, frame: tuple[int, int], height_f
     x = int(rng.integers(0, fw - w + 1))
     y = int(rng.integers(0, fh - h + 1))
     canvas.paste(img.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), (x, y))
-    return canvas
+    return canvas, (x, y, x + w, y + h)
+
+
+def placed_region(person: PersonBox | None, original: tuple[int, int],
+                  placed: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The person region found on an original photo, carried to where :func:`paste_placed`
+    put that photo (the whole pasted photo when no person was found on it)."""
+    if person is None:
+        return placed
+    x0, y0, x1, y1 = placed
+    kx, ky = (x1 - x0) / original[0], (y1 - y0) / original[1]
+    return (int(np.floor(x0 + person.left * kx)), int(np.floor(y0 + person.top * ky)),
+            int(np.ceil(x0 + person.right * kx)), int(np.ceil(y0 + person.bottom * ky)))
+
+
+def crop_uint8(img: Image.Image, box: tuple[int, int, int, int], prep: Preprocessing) -> np.ndarray:
+    """``img`` cropped to ``box`` and resized as served -> model-size uint8."""
+    return np.asarray(imaging.resize_image(img.crop(box), prep), dtype=np.uint8)
 
 
 def scale(images: np.ndarray, prep: Preprocessing) -> np.ndarray:

@@ -51,16 +51,19 @@ import keras
 from keras import layers
 
 from yogapose.metadata import PersonCrop, Preprocessing
+from yogapose.person import PersonBox
 
 from .data import (
     OUTLIER_LABEL,
     class_names_of,
+    crop_uint8,
     file_sha256,
     frame_uint8,
     list_images,
     negative_items,
     open_upright,
-    paste,
+    paste_placed,
+    placed_region,
     scale,
     synthetic_mask,
 )
@@ -293,34 +296,44 @@ def load_items(args: argparse.Namespace, split: str, class_names: list[str]) -> 
     return items
 
 
-def decode_all(items: list[tuple[Path, int]], prep: Preprocessing) -> tuple[list[Image.Image], np.ndarray, np.ndarray]:
-    """Upright originals (kept for the paste augmentation), their served crops, and whether
-    the detector found a person in each."""
+def decode_all(items: list[tuple[Path, int]], prep: Preprocessing
+               ) -> tuple[list[Image.Image], list[PersonBox | None], np.ndarray, np.ndarray]:
+    """Upright originals and the person found in each (kept for the paste augmentation),
+    their served crops, and whether the detector found a person in each."""
     w, h = prep.size
     originals: list[Image.Image] = []
+    persons: list[PersonBox | None] = []
     framed = np.empty((len(items), h, w, 3), dtype=np.uint8)
-    found = np.zeros(len(items), dtype=bool)
     bar = keras.utils.Progbar(len(items), unit_name="image")
     for i, (path, _) in enumerate(items):
         img = open_upright(path, prep)
         originals.append(img)
-        framed[i], found[i] = frame_uint8(img, prep)
+        framed[i], person = frame_uint8(img, prep)
+        persons.append(person)
         bar.add(1)
-    return originals, framed, found
+    return originals, persons, framed, np.array([p is not None for p in persons], dtype=bool)
 
 
-def pasted_copy(originals: list[Image.Image], scenes: list[Image.Image], prep: Preprocessing,
-                rng: np.random.Generator) -> np.ndarray:
+def pasted_copy(originals: list[Image.Image], persons: list[PersonBox | None], scenes: list[Image.Image],
+                prep: Preprocessing, rng: np.random.Generator) -> np.ndarray:
     """Each original pasted at 35-100 % of the height of a random scene (400-800 px wide
-    frames), then through the served person crop: the wide shots users take."""
+    frames): the wide shots users take, cropped to the person region found on the original
+    and carried into the frame (the whole pasted photo when none was found).
+
+    Not the detector's pick on the composed frame: on small people it often picks a body in
+    the scene (a dog, a passer-by) or a loose circle, and that crop labelled with the pose is
+    label noise. The region from the original is the crop a correct pick gives; the server
+    gets there by letting the classifier choose among the detector's candidates.
+    """
     w, h = prep.size
     out = np.empty((len(originals), h, w, 3), dtype=np.uint8)
     bar = keras.utils.Progbar(len(originals), unit_name="image")
-    for i, img in enumerate(originals):
+    for i, (img, person) in enumerate(zip(originals, persons, strict=True)):
         scene = scenes[int(rng.integers(len(scenes)))]
         side = int(rng.integers(400, 801))
         frame = (side, int(side * 3 / 4)) if rng.random() < 0.6 else (int(side * 3 / 4), side)
-        out[i], _ = frame_uint8(paste(img, scene, frame, float(rng.uniform(0.35, 1.0)), rng), prep)
+        composed, placed = paste_placed(img, scene, frame, float(rng.uniform(0.35, 1.0)), rng)
+        out[i] = crop_uint8(composed, placed_region(person, img.size, placed), prep)
         bar.add(1)
     return out
 
@@ -432,8 +445,8 @@ def train(args: argparse.Namespace) -> dict:
     print(f"classes: {class_names}")
     train_items = load_items(args, "train", class_names)
     val_items = load_items(args, "val", class_names)
-    originals, train_images, train_found = decode_all(train_items, prep)
-    _, val_images, val_found = decode_all(val_items, prep)
+    originals, persons, train_images, train_found = decode_all(train_items, prep)
+    _, _, val_images, val_found = decode_all(val_items, prep)
     train_labels = np.array([c for _, c in train_items], dtype=np.int64)
     val_labels = np.array([c for _, c in val_items], dtype=np.int64)
     scenes = [img for img, (path, _) in zip(originals, train_items, strict=True) if path.parent.name == "no_person"]
@@ -441,8 +454,8 @@ def train(args: argparse.Namespace) -> dict:
         scenes = [Image.new("RGB", (64, 48), (128, 128, 128))]
     print(f"train {len(train_items)} images, val {len(val_items)} images; person found in "
           f"{train_found.mean():.3f} / {val_found.mean():.3f} ({time.time() - t0:.0f}s to decode)")
-    pasted = [pasted_copy(originals, scenes, prep, rng) for _ in range(args.paste_copies)]
-    del originals
+    pasted = [pasted_copy(originals, persons, scenes, prep, rng) for _ in range(args.paste_copies)]
+    del originals, persons
 
     base = build_base(args.weights, args.input_size)
     base.trainable = False
