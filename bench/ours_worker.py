@@ -104,7 +104,8 @@ class _FoundAlready:
 def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
     """Per-stage medians of the request path, per image, through the app's own
     ``Preprocessor``: base64, decode (EXIF, alpha, draft), the person detector
-    (``find_person``, tiles included when it looks again), crop + resize, tensor."""
+    (``find_people`` with the metadata's candidate count, windows included when it searches
+    them), crop + resize of the first candidate, tensor."""
     from yogapose.b64 import decode_payload
     from yogapose.preprocess import Preprocessor
 
@@ -119,7 +120,9 @@ def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
     for name, data in images.items():
         text = events[name]["image"]
         decoded = pre.decode(data, settings.max_pixels)
-        person = pre.detector.find_person(decoded) if pre.detector is not None else None
+        limit = prep.person_crop.candidates if prep.person_crop is not None else 1
+        people = pre.detector.find_people(decoded, limit) if pre.detector is not None else []
+        person = people[0] if people else None
         cropper = Preprocessor(prep, _FoundAlready(person)) if pre.detector is not None else pre
         framed = cropper.frame(decoded)
         res[name] = {
@@ -128,9 +131,10 @@ def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
             "crop_resize": timed(lambda i=decoded, c=cropper: c.frame(i)),
             "to_tensor": timed(lambda f=framed: pre.to_input(f)),
             "person_found": person is not None,
+            "candidates": max(1, len(people)),  # crops the classifier runs on
         }
         if pre.detector is not None:
-            res[name]["detect"] = timed(lambda i=decoded: pre.detector.find_person(i))
+            res[name]["detect"] = timed(lambda i=decoded, n=limit: pre.detector.find_people(i, n))
         if data[:3] == b"\xff\xd8\xff":
             # libjpeg-turbo alone at the draft scale the decode uses: the entropy decode of
             # every coefficient is the part no resize or copy trick can avoid.
@@ -191,7 +195,7 @@ def crop_cost(images: dict, events: dict, cfg: dict) -> dict:
             out[name] = {
                 "with": wcommon.summarize(times["with"]), "without": wcommon.summarize(times["without"]),
                 "added": wcommon.summarize([a - b for a, b in zip(times["with"], times["without"], strict=True)]),
-                "person_found": apps["with"].preprocessor.frame(decoded).person is not None,
+                "person_found": apps["with"].preprocessor.frames(decoded)[0].person is not None,
             }
     return out
 

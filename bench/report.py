@@ -430,9 +430,11 @@ def _stages(results: dict) -> list[str]:
     return [f"## Where the time goes ({h['threads']} thread{'s' if h['threads'] > 1 else ''}, medians in ms)", "",
             ("Each stage timed alone in the warm worker. Ours, through the app's `Preprocessor`: "
              "`yogapose.b64.decode_payload`, `decode` (draft decode, EXIF, alpha), **detect** (the person "
-             "detector, `PersonDetector.find_person`: letterbox, invoke, box decoding and NMS, and the tiled "
-             "second look when the whole image shows nobody), crop + resize (`Preprocessor.frame` given the "
-             "box), `to_input`; the app's own log line reports detect + crop + resize as its `detect` stage. "
+             "detector, `PersonDetector.find_people` with the metadata's candidate count: letterbox, invoke, box "
+             "decoding and NMS, and the windows when the whole image shows nobody or the photo is big enough to "
+             "hold a small person), crop + resize of the first candidate (`Preprocessor.frame` given the box), "
+             "`to_input`; with several candidates the classifier runs once per candidate (the crop-cost table "
+             "below counts that); the app's own log line reports detect + crop + resize as its `detect` stage. "
              "Reference: `base64.b64decode`, `Image.open` + `resize_image` (full decode, NEAREST, in the "
              "decode column), array + scaling; it has no detector (\"–\")."), "",
             "| image | stack | base64 | decode | detect | crop + resize | to tensor | inference | sum | measured e2e "
@@ -460,8 +462,9 @@ def _crop_cost(results: dict) -> list[str]:
              "copy: the app then classifies the whole image, as before the detector) answer the same direct "
              "`{\"image\": <base64>}` event in one warm process, in alternating pairs; added = the median "
              "(/ p95) of the per-pair differences, so background load hits both sides alike. It is everything "
-             "the crop costs: the detector, the crop, and the larger decode it needs "
-             "(`person_crop.decode_min_side`). Milliseconds, median / p95."), "",
+             "the crop costs: the detector, the crop, the larger decode it needs "
+             "(`person_crop.decode_min_side`), and one more inference per extra person candidate. "
+             "Milliseconds, median / p95."), "",
             "| image | model | threads | with person crop | without | added (median / p95) | pairs | person found |",
             "|---|---|---|---|---|---|---|---|", *rows, "",
             *([f"Budget ({h['variant']}, {h['threads']} thread{'s' if h['threads'] > 1 else ''}):", "",
