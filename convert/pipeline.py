@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--before", type=Path, default=None,
                    help="the model the card's 'before' columns measure (a .tflite with its .json beside it); "
                         "default: the one in --model-dir, i.e. today's")
+    p.add_argument("--remeasure", action="store_true",
+                   help="no training or conversion: measure the model already in --model-dir again through "
+                        "today's serving code and regenerate its card (after a serving-side change, e.g. the "
+                        "person crop policy)")
     p.add_argument("--no-ship", action="store_true", help="build and evaluate only; leave model/ alone")
     p.add_argument("--seed", type=int, default=42)
     args, train_args = p.parse_known_args(argv)
@@ -108,13 +112,8 @@ def ship(chosen_path: Path, model_dir: Path, ev: dict, variants_table: list[dict
             old.unlink()
     target = model_dir / SHIP_NAME
     shutil.copyfile(chosen_path, target)
-    validation = {
-        g: {"images": ev[g]["images"], "accuracy": ev[g]["accuracy"], "macro_recall": ev[g]["macro_recall"],
-            "per_class_recall": {k: v["recall"] for k, v in ev[g]["per_class"].items()}}
-        for g in ("real", "cgi", "all") if g in ev
-    }
     extra = dict(meta.extra)
-    extra["validation"] = validation
+    extra["validation"] = validation_groups(ev)
     extra["selection"] = {"why": why, "variants": variants_table}
     shipped = replace(meta, model_file=target.name, sha256=sha256_file(target), extra=extra)
     write_metadata(shipped, target)
@@ -388,6 +387,13 @@ def evaluate_before(args: argparse.Namespace) -> dict | None:
     current = args.before or args.model_dir / SHIP_NAME
     if not current.is_file() or not current.with_suffix(".json").is_file():
         return None
+    saved = args.build / "eval-before.json"
+    digest = sha256_file(current)
+    if saved.is_file():  # the same flatbuffer measured on an earlier run: its evaluation stands
+        ev = json.loads(saved.read_text())
+        if ev.get("model", {}).get("sha256") == digest:
+            print(f"today's model {current} (before): reusing {saved}")
+            return ev
     before_dir = args.build / "before"
     before_dir.mkdir(parents=True, exist_ok=True)
     copy = before_dir / SHIP_NAME
@@ -417,10 +423,60 @@ def record_validation(target: Path, ev: dict, before: dict | None) -> None:
     write_metadata(replace(meta, extra=extra), target)
 
 
+def validation_groups(ev: dict) -> dict:
+    """The metadata's closed-set validation record of an evaluation."""
+    return {
+        g: {"images": ev[g]["images"], "accuracy": ev[g]["accuracy"], "macro_recall": ev[g]["macro_recall"],
+            "per_class_recall": {k: v["recall"] for k, v in ev[g]["per_class"].items()}}
+        for g in ("real", "cgi", "all") if g in ev
+    }
+
+
+def measure_shipped(args: argparse.Namespace, target: Path) -> dict:
+    """The shipped (calibrated) flatbuffer through the serving path: val, negatives, framing."""
+    print(f"evaluating {target} (calibrated) through the serving path")
+    ev = evaluate(target, args.data / "val", negatives=args.negatives / "val")
+    raw = ev.pop("_raw")
+    if "out" in raw:
+        ev["open_set"] = open_set_metrics(ServingPath(target), raw)
+    print("framing-robustness evaluation of the shipped model")
+    ev["framing"] = framing(target, args.data / "val", args.negatives / "val" / "no_person")
+    (args.build / "eval-shipped.json").write_text(json.dumps(ev, indent=2) + "\n")
+    return ev
+
+
+def publish(args: argparse.Namespace, target: Path, ev: dict, table: list[dict], why: str, info: dict,
+            before: dict | None) -> None:
+    """Validation into the shipped metadata, the confusion plot and the model card."""
+    meta = load_metadata(target)
+    write_metadata(replace(meta, extra={**meta.extra, "validation": validation_groups(ev)}), target)
+    record_validation(target, ev, before)
+    plot_confusion(ev, args.model_dir / "confusion.png")
+    card = model_card(load_metadata(target), ev, table, why, data_summary(args.data), info, args.model_dir, before)
+    (args.model_dir / "README.md").write_text(card)
+    print(report(ev))
+
+
+def remeasure(args: argparse.Namespace) -> int:
+    """The shipped weights as they are, measured again through today's serving code."""
+    target = args.model_dir / SHIP_NAME
+    meta = load_metadata(target)
+    before = evaluate_before(args) if args.before is not None else (meta.extra.get("validation") or {}).get("before")
+    ev = measure_shipped(args, target)
+    ev["calibration"] = (meta.extra.get("validation") or {}).get("calibration")
+    selection = meta.extra.get("selection") or {}
+    publish(args, target, ev, selection.get("variants") or [], selection.get("why") or "",
+            {"training": meta.extra.get("training") or {}}, before)
+    print(f"re-measured {target}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     build = args.build
     build.mkdir(parents=True, exist_ok=True)
+    if args.remeasure:
+        return remeasure(args)
     keras_path = args.keras
     if keras_path is None:
         keras_path = build / "yoga-xception.keras"
@@ -492,21 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     # Measured again as shipped: when the detector offers several people, the server answers
     # for the crop its open-set score rates highest, and that score is only final after
     # calibration (the variant's pass chose with 1 - P(other) at T = 1).
-    print("evaluating the shipped model (calibrated) through the serving path")
-    shipped_eval = evaluate(target, args.data / "val", negatives=args.negatives / "val")
-    raw = shipped_eval.pop("_raw")
-    if "out" in raw:
-        shipped_eval["open_set"] = open_set_metrics(ServingPath(target), raw)
+    shipped_eval = measure_shipped(args, target)
     shipped_eval["calibration"] = evals[chosen].get("calibration")
-    print("framing-robustness evaluation of the shipped model")
-    shipped_eval["framing"] = framing(target, args.data / "val", args.negatives / "val" / "no_person")
-    (build / "eval-shipped.json").write_text(json.dumps(shipped_eval, indent=2) + "\n")
-    record_validation(target, shipped_eval, before)
-    plot_confusion(shipped_eval, args.model_dir / "confusion.png")
-    card = model_card(load_metadata(target), shipped_eval, table, why, data_summary(args.data), info, args.model_dir,
-                      before)
-    (args.model_dir / "README.md").write_text(card)
-    print(report(shipped_eval))
+    publish(args, target, shipped_eval, table, why, info, before)
     print(f"shipped {target} ({chosen})")
     return 0
 

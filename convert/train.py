@@ -98,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="augmented copies of each training image cached besides the clean one")
     p.add_argument("--paste-copies", type=int, default=1,
                    help="copies pasted at a random scale into a no_person scene (then cropped and augmented)")
+    p.add_argument("--paste-crop", choices=("original", "detector"), default="original",
+                   help="crop of a pasted copy: the person region found on the original photo, or the "
+                        "detector's pick on the composed frame (the recipe of models trained before 3fb22df)")
     p.add_argument("--no-person-crop", action="store_true", help="classify whole images (no detector)")
     p.add_argument("--finetune-from", default=DEFAULT_FINETUNE_FROM,
                    help="Xception layer whose input starts the fine-tuned top part")
@@ -315,7 +318,7 @@ def decode_all(items: list[tuple[Path, int]], prep: Preprocessing
 
 
 def pasted_copy(originals: list[Image.Image], persons: list[PersonBox | None], scenes: list[Image.Image],
-                prep: Preprocessing, rng: np.random.Generator) -> np.ndarray:
+                prep: Preprocessing, rng: np.random.Generator, crop: str = "original") -> np.ndarray:
     """Each original pasted at 35-100 % of the height of a random scene (400-800 px wide
     frames): the wide shots users take, cropped to the person region found on the original
     and carried into the frame (the whole pasted photo when none was found).
@@ -333,7 +336,10 @@ def pasted_copy(originals: list[Image.Image], persons: list[PersonBox | None], s
         side = int(rng.integers(400, 801))
         frame = (side, int(side * 3 / 4)) if rng.random() < 0.6 else (int(side * 3 / 4), side)
         composed, placed = paste_placed(img, scene, frame, float(rng.uniform(0.35, 1.0)), rng)
-        out[i] = crop_uint8(composed, placed_region(person, img.size, placed), prep)
+        if crop == "detector":
+            out[i], _ = frame_uint8(composed, prep)
+        else:
+            out[i] = crop_uint8(composed, placed_region(person, img.size, placed), prep)
         bar.add(1)
     return out
 
@@ -454,7 +460,7 @@ def train(args: argparse.Namespace) -> dict:
         scenes = [Image.new("RGB", (64, 48), (128, 128, 128))]
     print(f"train {len(train_items)} images, val {len(val_items)} images; person found in "
           f"{train_found.mean():.3f} / {val_found.mean():.3f} ({time.time() - t0:.0f}s to decode)")
-    pasted = [pasted_copy(originals, persons, scenes, prep, rng) for _ in range(args.paste_copies)]
+    pasted = [pasted_copy(originals, persons, scenes, prep, rng, args.paste_crop) for _ in range(args.paste_copies)]
     del originals, persons
 
     base = build_base(args.weights, args.input_size)

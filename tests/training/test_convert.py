@@ -164,6 +164,18 @@ def test_pipeline_ships_exactly_one_model(tmp_path, dataset, keras_model):
     card = (model_dir / "README.md").read_text()
     assert "research and demonstration" in card and "| float16 |" in card and "Why this one ships" in card
 
+    # --remeasure: the same weights measured again through the serving code, card regenerated
+    (model_dir / "README.md").write_text("stale card")
+    tflite_before = (model_dir / "yoga-pose.tflite").read_bytes()
+    code = pipeline.main(["--data", str(dataset), "--build", str(tmp_path / "build"), "--model-dir", str(model_dir),
+                          "--remeasure"])
+    assert code == 0
+    assert (model_dir / "yoga-pose.tflite").read_bytes() == tflite_before
+    again = json.loads((model_dir / "yoga-pose.json").read_text())
+    assert again["selection"] == meta["selection"] and again["validation"]["real"] == meta["validation"]["real"]
+    card = (model_dir / "README.md").read_text()
+    assert "research and demonstration" in card and "| float16 |" in card
+
 
 def test_refused_variant_can_be_kept_apart_for_reporting(tmp_path, keras_model, val):
     x, _, probs = val
