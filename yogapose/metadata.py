@@ -47,6 +47,10 @@ class PersonCrop:
     # searched in the windows even when the whole image shows someone: big enough to hold a
     # small person. Smaller photos (e.g. 300 px) are close-ups and cost one detector invoke.
     search_min_side: int = 360
+    # ... and only when the largest body found in the whole image is smaller than this
+    # fraction of the image's longer side: a close-up's body (the person posing) needs no
+    # second look, which keeps phone photos of one person at one detector invoke.
+    search_below: float = 0.7
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,8 +66,10 @@ class PersonCrop:
             "tile_min_side": self.tile_min_side,
             "candidates": self.candidates,
             "search_min_side": self.search_min_side,
-            "policy": "bodies detected in the whole image (and, when it finds nobody or the photo's "
-                      "shorter side is >= search_min_side, in overlapping windows); the `candidates` most "
+            "search_below": self.search_below,
+            "policy": "bodies detected in the whole image (and, when it finds nobody, or the photo's "
+                      "shorter side is >= search_min_side and its largest body is narrower than search_below x "
+                      "the longer side, in overlapping windows); the `candidates` most "
                       "confident are classified and the one most in scope (open-set score) answers (with 1: "
                       "the largest body, else the most confident in the windows); region: square around the "
                       "mid-hip keypoint, side = body-circle diameter x scale, clipped to the image; no person "
@@ -85,6 +91,7 @@ class PersonCrop:
             tile_min_side=int(d["tile_min_side"]),
             candidates=int(d.get("candidates", cls.candidates)),
             search_min_side=int(d.get("search_min_side", cls.search_min_side)),
+            search_below=float(d.get("search_below", cls.search_below)),
         )
 
 

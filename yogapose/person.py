@@ -269,8 +269,9 @@ class PersonDetector:
         ``limit`` 1: the detector's pick alone, the largest body in the whole image (the
         person in front), else the most confident in the windows. ``limit`` > 1: on wide
         shots the largest body is often not the one posing (a passer-by at the edge, a dog),
-        so a photo big enough to hold a small person (shorter side >= ``search_min_side``) is
-        searched in the windows too, and the ``limit`` most confident distinct bodies are
+        so a photo big enough to hold a small person (shorter side >= ``search_min_side``)
+        whose largest body is not a close-up (narrower than ``search_below`` x its longer side)
+        is searched in the windows too, and the ``limit`` most confident distinct bodies are
         returned for the classifier to judge (:func:`yogapose.answer.most_in_scope`).
         """
         w, h = img.size
@@ -279,8 +280,9 @@ class PersonDetector:
         if limit <= 1 and whole:
             return [max(whole, key=_area_then_score)]
         windows: list[PersonBox] = []
-        if (not whole or min(w, h) >= cfg.search_min_side) and cfg.tile_fraction > 0 \
-                and min(w, h) * cfg.tile_fraction >= cfg.tile_min_side:
+        largest = max((max(r.right - r.left, r.bottom - r.top) for r in whole), default=0)
+        small = min(w, h) >= cfg.search_min_side and largest < cfg.search_below * max(w, h)
+        if (not whole or small) and cfg.tile_fraction > 0 and min(w, h) * cfg.tile_fraction >= cfg.tile_min_side:
             for window in tiles(w, h, cfg.tile_fraction, cfg.tile_overlap):
                 windows += [r for r in (self._region(d, window, w, h) for d in self.detect(img.crop(window)))
                             if _usable(r)]

@@ -270,6 +270,20 @@ def test_small_photos_are_not_searched_in_windows(detector, shared_dir, monkeypa
     assert calls == [img.size]
 
 
+def test_a_close_up_in_a_big_photo_is_not_searched_in_windows(detector, shared_dir, monkeypatch):
+    """Shorter side >= search_min_side, but the body found is most of the photo: no second look."""
+    path = sorted((shared_dir / "data" / "yoga" / "val" / "warrior").glob("*.jpg"))[0]
+    with Image.open(path) as im:
+        img = im.convert("RGB").resize((600, 600))
+    assert min(img.size) >= detector.config.search_min_side
+    calls = []
+    real = detector.detect
+    monkeypatch.setattr(detector, "detect", lambda im: calls.append(im.size) or real(im))
+    (body, *_) = detector.find_people(img, 3)
+    assert max(body.right - body.left, body.bottom - body.top) >= detector.config.search_below * 600
+    assert calls == [img.size]
+
+
 def test_distinct_drops_the_same_body_seen_twice():
     from yogapose.person import _distinct
 
