@@ -136,10 +136,8 @@ def describe_preprocessing(meta: ModelMetadata) -> str:
             f"image decoded at >= {crop.decode_min_side} px a side; detections scoring >= {crop.min_score}, weighted "
             f"NMS at IoU {crop.nms_iou}; {crop.to_dict()['policy']}; body-circle scale {crop.scale}; windows of "
             f"{crop.tile_fraction:.0%} of the shorter side ({crop.tile_overlap:.0%} overlap) when that is "
-            f">= {crop.tile_min_side} px; up to {crop.candidates} candidate{'s' if crop.candidates > 1 else ''} "
-            f"classified, windows searched even when someone is found in photos >= {crop.search_min_side} px on "
-            "the shorter side. Training crops are the detector's pick alone (1 candidate; the pasted copies: the "
-            "region found on the original photo)"
+            f">= {crop.tile_min_side} px; candidates {crop.candidates}, search_min_side {crop.search_min_side} px, "
+            f"search_below {crop.search_below:g} (training crops are the detector's pick alone: 1 candidate)"
         )
     parts.append(f"resize to {w}x{h} ({prep.interpolation}, aspect ratio not kept)")
     parts.append(f"`x / {prep.scale_divisor} + ({prep.scale_offset})`")
