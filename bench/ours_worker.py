@@ -97,8 +97,8 @@ class _FoundAlready:
     def __init__(self, person) -> None:
         self.person = person
 
-    def find_person(self, img):
-        return self.person
+    def find_people(self, img, limit: int = 1):
+        return [self.person] if self.person is not None else []
 
 
 def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
