@@ -120,7 +120,7 @@ def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
     for name, data in images.items():
         text = events[name]["image"]
         decoded = pre.decode(data, settings.max_pixels)
-        limit = prep.person_crop.candidates if prep.person_crop is not None else 1
+        limit = pre.candidate_limit
         people = pre.detector.find_people(decoded, limit) if pre.detector is not None else []
         person = people[0] if people else None
         cropper = Preprocessor(prep, _FoundAlready(person)) if pre.detector is not None else pre

@@ -70,9 +70,14 @@ class Preprocessor:
         classifies them all and answers for the one most in scope), or the whole image."""
         if self.detector is None:
             return [self._framed(img, None)]
-        crop = self.prep.person_crop
-        n = limit if limit is not None else (crop.candidates if crop is not None else 1)
+        n = limit if limit is not None else self.candidate_limit
         return [self._framed(img, p) for p in self.detector.find_people(img, n)] or [self._framed(img, None)]
+
+    @property
+    def candidate_limit(self) -> int:
+        """How many person crops :meth:`frames` offers the classifier at most (serving's)."""
+        crop = self.prep.person_crop
+        return crop.candidates if crop is not None and self.detector is not None else 1
 
     def frame(self, img: Image.Image) -> Framed:
         """The detector's pick alone (training: no classifier to choose with yet)."""

@@ -203,6 +203,8 @@ def test_several_people_the_answer_is_for_the_crop_most_in_scope(model_with, han
     meta = load_metadata(path)
     frames = app.preprocessor.frames(app.preprocessor.decode(buf.getvalue(), 10**8))
     assert len(frames) >= 2, "the test needs several candidates"
+    crop = meta.preprocessing.person_crop
+    assert crop is not None and len(frames) <= app.preprocessor.candidate_limit == crop.candidates
     scores = []
     for f in frames:
         x = app.preprocessor.to_input(f)
