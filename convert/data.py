@@ -132,14 +132,25 @@ def paste_placed(img: Image.Image, scene: Image.Image, frame: tuple[int, int], h
     return canvas, (x, y, x + w, y + h)
 
 
-def placed_region(person: PersonBox | None, original: tuple[int, int],
-                  placed: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+def placed_region(person: PersonBox | None, original: tuple[int, int], placed: tuple[int, int, int, int],
+                  frame: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
     """The person region found on an original photo, carried to where :func:`paste_placed`
-    put that photo (the whole pasted photo when no person was found on it)."""
+    put that photo (the whole pasted photo when no person was found on it).
+
+    With ``frame`` (the composed image's size) the region is the person's square before it
+    was clipped to the original, carried over and clipped to the frame: on a wide shot the
+    square takes in some of the scene around the photo, as the server's crop of a correctly
+    found person does. Without it, the region clipped to the original photo.
+    """
     if person is None:
         return placed
     x0, y0, x1, y1 = placed
     kx, ky = (x1 - x0) / original[0], (y1 - y0) / original[1]
+    if frame is not None and person.square is not None:
+        cx, cy, half = person.square
+        cx, cy, hx, hy = x0 + cx * kx, y0 + cy * ky, half * kx, half * ky
+        return (max(0, int(np.floor(cx - hx))), max(0, int(np.floor(cy - hy))),
+                min(frame[0], int(np.ceil(cx + hx))), min(frame[1], int(np.ceil(cy + hy))))
     return (int(np.floor(x0 + person.left * kx)), int(np.floor(y0 + person.top * ky)),
             int(np.ceil(x0 + person.right * kx)), int(np.ceil(y0 + person.bottom * ky)))
 

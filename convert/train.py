@@ -320,8 +320,9 @@ def decode_all(items: list[tuple[Path, int]], prep: Preprocessing
 def pasted_copy(originals: list[Image.Image], persons: list[PersonBox | None], scenes: list[Image.Image],
                 prep: Preprocessing, rng: np.random.Generator, crop: str = "original") -> np.ndarray:
     """Each original pasted at 35-100 % of the height of a random scene (400-800 px wide
-    frames): the wide shots users take, cropped to the person region found on the original
-    and carried into the frame (the whole pasted photo when none was found).
+    frames): the wide shots users take, cropped to the person's square found on the original
+    and carried into the frame, scene around it included (the whole pasted photo when none
+    was found).
 
     Not the detector's pick on the composed frame: on small people it often picks a body in
     the scene (a dog, a passer-by) or a loose circle, and that crop labelled with the pose is
@@ -339,7 +340,7 @@ def pasted_copy(originals: list[Image.Image], persons: list[PersonBox | None], s
         if crop == "detector":
             out[i], _ = frame_uint8(composed, prep)
         else:
-            out[i] = crop_uint8(composed, placed_region(person, img.size, placed), prep)
+            out[i] = crop_uint8(composed, placed_region(person, img.size, placed, frame), prep)
         bar.add(1)
     return out
 

@@ -22,7 +22,9 @@ Its post-processing is re-implemented here from MediaPipe's published graph
   mean of the detections it suppresses);
 * the person region (``AlignmentPointsRectsCalculator`` + ``RectTransformationCalculator``):
   keypoint 0 is the mid-hip centre, keypoint 1 a point on the circle that encloses the whole
-  body; the region is the square centred on keypoint 0 with side 2 x radius, scaled 1.25.
+  body; the region is the square centred on keypoint 0 with side 2 x radius, scaled
+  (MediaPipe's landmark ROI by 1.25; our crop by the metadata's ``scale``, 1.0: the
+  classifier learns from photos framed tighter than the landmark model's input).
 
 Only the numbers that decide behaviour (score threshold, NMS IoU, region scale) are data
 in the model metadata (:class:`~yogapose.metadata.PersonCrop`); the anchor layout is
@@ -92,6 +94,9 @@ class PersonBox:
     right: int
     bottom: int
     score: float
+    # The square before clipping to the image: centre x, y and half side in pixels. Training
+    # carries it into a wider frame (the crop a correct pick would give there).
+    square: tuple[float, float, float] | None = None
 
     def to_dict(self, width: int, height: int) -> dict[str, float]:
         """Relative coordinates (0..1), so the answer does not depend on decode scale."""
@@ -192,7 +197,7 @@ def person_region(keypoints: np.ndarray, score: float, width: int, height: int, 
     top = int(np.floor(max(0.0, hip[1] - half)))
     right = int(np.ceil(min(float(width), hip[0] + half)))
     bottom = int(np.ceil(min(float(height), hip[1] + half)))
-    return PersonBox(left, top, right, bottom, score)
+    return PersonBox(left, top, right, bottom, score, (float(hip[0]), float(hip[1]), half))
 
 
 def tiles(width: int, height: int, fraction: float, overlap: float) -> list[tuple[int, int, int, int]]:

@@ -176,6 +176,25 @@ def test_person_region_is_clipped_to_the_image():
     assert (whole.left, whole.top, whole.right, whole.bottom) == (0, 0, 400, 300)
     d = whole.to_dict(400, 300)
     assert d == {"x": 0.0, "y": 0.0, "width": 1.0, "height": 1.0, "score": 0.9}
+    assert r.square == (10.2, 290.0, 62.5)  # before clipping: what training carries into a frame
+
+
+def test_placed_region_carries_the_unclipped_square_into_the_frame():
+    """Training's pasted copies: a photo whose person square was clipped by the photo's
+    edges, pasted at half size into a wider frame, is cropped to the whole square there
+    (scene around it included, as the server's crop of that person), clipped to the frame."""
+    from convert.data import placed_region
+
+    person = person_region(np.asarray([[100.0, 100.0], [100.0, 20.0], [0, 0], [0, 0]]), 0.9, 200, 200, 1.0)
+    assert (person.left, person.top, person.right, person.bottom) == (20, 20, 180, 180)
+    clipped = person_region(np.asarray([[100.0, 150.0], [100.0, 30.0], [0, 0], [0, 0]]), 0.9, 200, 200, 1.0)
+    assert (clipped.left, clipped.top, clipped.right, clipped.bottom) == (0, 30, 200, 200)
+    placed = (300, 100, 400, 200)  # the 200x200 photo at half size
+    assert placed_region(clipped, (200, 200), placed) == (300, 115, 400, 200)  # clipped to the photo
+    assert placed_region(clipped, (200, 200), placed, (800, 600)) == (290, 115, 410, 235)
+    assert placed_region(clipped, (200, 200), (0, 500, 100, 600), (800, 600)) == (0, 515, 110, 600)
+    assert placed_region(None, (200, 200), placed, (800, 600)) == placed  # nobody: the pasted photo
+    assert placed_region(person, (200, 200), placed, (800, 600)) == (310, 110, 390, 190)
 
 
 @pytest.mark.parametrize("size", [(1200, 900), (900, 1200), (400, 400), (1001, 333)])
