@@ -12,6 +12,8 @@ always get a response dict (errors as JSON with their status; anything unexpecte
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, assert_never
 
 import numpy as np
@@ -19,6 +21,7 @@ import numpy as np
 from . import __version__, answer, b64, edge
 from .config import Settings, load_settings
 from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError
+from .metadata import load_metadata
 from .observability import RequestStats, logger, redact
 from .preprocess import Framed, Preprocessor
 from .runtime import Model
@@ -33,13 +36,13 @@ _ONE_OF = "send exactly one of: url, image, urls, images"
 class App:
     """Everything a request needs: settings plus the loaded model."""
 
-    def __init__(self, settings: Settings, model: Model) -> None:
+    def __init__(self, settings: Settings, model: Model, preprocessor: Preprocessor | None = None) -> None:
         self.settings = settings
         self.model = model
         self.metadata = model.metadata
         self.labels = tuple(model.metadata.labels)
         self.version = model.metadata.version
-        self.preprocessor = _preprocessor(model)
+        self.preprocessor = preprocessor if preprocessor is not None else _preprocessor(model)
 
     # ----------------------------------------------------------------- entry point
 
@@ -273,8 +276,22 @@ def _check_details(payload: dict) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _model(model_path: str, num_threads: int) -> Model:
-    return Model.load(model_path, num_threads=num_threads)
+def _loaded(model_path: str, num_threads: int) -> tuple[Model, Preprocessor]:
+    """The model and its preprocessor, the person detector loading on a second thread while
+    LiteRT loads the classifier (hashing and invokes release the GIL), so on a cold start
+    with two cores the detector costs little on top. The model's own errors (missing file,
+    metadata or sha256 mismatch) are the ones raised; the detector's come after."""
+    with ThreadPoolExecutor(1, thread_name_prefix="detector-load") as pool:
+        pre = pool.submit(_preprocessor_for, Path(model_path), num_threads)
+        model = Model.load(model_path, num_threads=num_threads)
+        preprocessor = pre.result()
+    if preprocessor.prep != model.metadata.preprocessing:  # the metadata changed between the reads
+        preprocessor = _preprocessor(model)
+    return model, preprocessor
+
+
+def _preprocessor_for(model_path: Path, num_threads: int) -> Preprocessor:
+    return Preprocessor.for_model(load_metadata(model_path).preprocessing, model_path.parent, num_threads)
 
 
 def _fill(pre: Preprocessor, framed: Framed, buf: np.ndarray) -> None:
@@ -289,7 +306,7 @@ def _preprocessor(model: Model) -> Preprocessor:
 
 @functools.lru_cache(maxsize=8)
 def _app(settings: Settings) -> App:
-    return App(settings, _model(str(settings.model_path), settings.num_threads))
+    return App(settings, *_loaded(str(settings.model_path), settings.num_threads))
 
 
 def get_app(settings: Settings | None = None) -> App:

@@ -267,3 +267,23 @@ def test_local_server_details_query(model_with, handler_):
         req = urllib.request.Request(url, data=image_bytes(), headers={"Content-Type": "image/jpeg"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             assert_detailed(json.loads(resp.read()), labels, accepted=True)
+
+
+def test_app_loads_the_person_detector_beside_the_model(model_with):
+    """get_app loads the detector on a second thread while LiteRT loads the classifier: the
+    app gets that detector; a missing detector is still a clear error, and when the model is
+    broken too, the model's own error is the one raised."""
+    from yogapose.app import _app, _loaded, get_app
+
+    path = model_with(0.0, crop=True)
+    app = get_app()
+    assert app.preprocessor.detector is not None
+    assert app.preprocessor.prep == app.metadata.preprocessing
+    (path.parent / DETECTOR.name).unlink()
+    _app.cache_clear()
+    _loaded.cache_clear()
+    with pytest.raises(RuntimeError, match="person detector not found"):
+        get_app()
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(RuntimeError, match="sha256 .* does not match its metadata"):
+        get_app()
