@@ -220,10 +220,13 @@ def test_person_box_holds_mediapipes_visible_landmarks(compared):
     """The crop keeps the body: the pose solution's visible landmarks are in our person box.
 
     Landmarks are clipped to the image first: MediaPipe extrapolates limbs beyond the frame,
-    and no crop can hold those. Measured on all 703 val photos: 99.7 % inside on average,
-    97.4 % of photos with all inside, 99.1 % with >= 90 % inside; the misses are wide cobra
-    poses (feet/head beyond the 1.25 x body circle) and a photo with two people, where
-    MediaPipe follows the more confident one and we the larger.
+    and no crop can hold those. With MediaPipe's own ROI scale (1.25) 99.7 % were inside on
+    all 703 val photos. Our crop is tighter by choice (scale 1.0: the classifier learns from
+    tightly framed photos, and val accuracy rose with it), so a wide pose's hand or foot may
+    fall outside: on the CI sample of 60 photos 97.8 % inside on average, all inside in 82 %
+    of photos, >= 90 % inside in 90 %; the misses are wide cobras and downdogs (feet/head
+    beyond the body circle) and a photo with two people, where MediaPipe follows the more
+    confident one and we the larger.
     """
     fractions = {}
     for r in compared["photos"]:
@@ -242,4 +245,4 @@ def test_person_box_holds_mediapipes_visible_landmarks(compared):
           f"of photos, >= 90 % inside in {np.mean(f >= 0.9):.3f}; worst {worst}")
     assert len(f) >= 0.8 * len(compared["photos"])
     assert f.mean() >= 0.97
-    assert np.mean(f >= 0.9) >= 0.9, worst
+    assert np.mean(f >= 0.9) >= 0.85, worst
