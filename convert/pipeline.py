@@ -26,8 +26,10 @@ from yogapose.metadata import ModelMetadata, load_metadata, sha256_file, write_m
 
 from . import train as train_mod
 from .convert import (
+    CLEAR_MARGIN,
     DEFAULT_MAX_DIFF,
     DEFAULT_MIN_AGREEMENT,
+    DEFAULT_MIN_OVERALL_AGREEMENT,
     VARIANTS,
     VerificationError,
     convert_and_verify,
@@ -303,9 +305,11 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
     thresholds = ", ".join(f"{k} {v}" for k, v in DEFAULT_MAX_DIFF.items())
     lines += [
         "",
-        (f"Verification (`convert/convert.py`): top-1 agreement with Keras >= {DEFAULT_MIN_AGREEMENT} on all val "
-         f"images; max abs probability difference at most: {thresholds}. A refused variant is measured for this "
-         "table but never shipped."),
+        (f"Verification (`convert/convert.py`): top-1 agreement with Keras >= {DEFAULT_MIN_AGREEMENT} on the val "
+         f"images whose Keras answer is clear (top probability ahead of the runner-up by >= {CLEAR_MARGIN}) and >= "
+         f"{DEFAULT_MIN_OVERALL_AGREEMENT} on all (the table's column; near-ties flip under any rounding); max abs "
+         f"probability difference at most: {thresholds}. A refused variant is measured for this table but never "
+         "shipped."),
         "",
         f"**Why this one ships:** {why}.",
         "",

@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="out-of-scope images: train/<category>/ and val/<category>/ ('' = none)")
     p.add_argument("--augment-copies", type=int, default=1,
                    help="augmented copies of each training image cached besides the clean one")
-    p.add_argument("--paste-copies", type=int, default=1,
+    p.add_argument("--paste-copies", type=int, default=2,
                    help="copies pasted at a random scale into a no_person scene (then cropped and augmented)")
     p.add_argument("--paste-crop", choices=("original", "detector"), default="original",
                    help="crop of a pasted copy: the person region found on the original photo, or the "

@@ -214,3 +214,21 @@ def test_synthetic_mask_reads_the_manifest(dataset):
     assert cgi and mask.sum() == len(cgi)
     assert {p.relative_to(dataset).as_posix() for p, m in zip(files, mask, strict=True) if m} == cgi
     assert not synthetic_mask(dataset / "val", files).any()  # no manifest there: all real
+
+
+def test_verification_requires_agreement_on_clear_answers_and_tolerates_near_ties():
+    """A converted model may flip near-ties (any rounding does) but not a clear answer."""
+    rng = np.random.default_rng(0)
+    clear = np.eye(3)[rng.integers(0, 3, 200)] * 0.9 + 0.1 / 3  # margin 0.9
+    ties = np.tile([0.45, 0.44, 0.11], (3, 1))  # margin 0.01
+    keras = np.vstack([clear, ties])
+    flipped_ties = np.vstack([clear, ties[:, [1, 0, 2]]])
+    ok = conv.verify(keras, flipped_ties)
+    assert ok.clear_images == 200 and ok.clear_agreement == 1.0 and ok.top1_agreement == pytest.approx(200 / 203)
+    assert ok.passes(0.99, 0.5)
+    flipped_clear = keras.copy()
+    flipped_clear[:3] = flipped_clear[:3, [1, 2, 0]]
+    bad = conv.verify(keras, flipped_clear)
+    assert bad.clear_agreement == pytest.approx(197 / 200) and not bad.passes(0.99, 1.0)
+    many_ties = np.vstack([clear[:100], np.tile([0.45, 0.44, 0.11], (10, 1))])
+    assert not conv.verify(many_ties, np.vstack([clear[:100], np.tile([0.44, 0.45, 0.11], (10, 1))])).passes(0.99, 1.0)
