@@ -58,7 +58,7 @@ class VerificationError(RuntimeError):
     """
 
     def __init__(self, variant: str, result: Verification, min_agreement: float, max_diff: float,
-                 kept: Path | None = None, min_overall: float = DEFAULT_MIN_OVERALL_AGREEMENT) -> None:
+                 kept: Path | None, min_overall: float) -> None:
         self.variant, self.result, self.kept = variant, result, kept
         self.min_agreement, self.max_diff, self.min_overall = min_agreement, max_diff, min_overall
         super().__init__(f"{variant}: {self.reason}; not written")

@@ -390,10 +390,9 @@ def evaluate_before(args: argparse.Namespace) -> dict | None:
     if not current.is_file() or not current.with_suffix(".json").is_file():
         return None
     saved = args.build / "eval-before.json"
-    digest = sha256_file(current)
     if saved.is_file():  # the same flatbuffer measured on an earlier run: its evaluation stands
         ev = json.loads(saved.read_text())
-        if ev.get("model", {}).get("sha256") == digest:
+        if ev.get("model", {}).get("sha256") == sha256_file(current):
             print(f"today's model {current} (before): reusing {saved}")
             return ev
     before_dir = args.build / "before"
@@ -410,10 +409,10 @@ def evaluate_before(args: argparse.Namespace) -> dict | None:
 
 
 def record_validation(target: Path, ev: dict, before: dict | None) -> None:
-    """The shipped metadata's record of the verdict and framing measurements."""
+    """The shipped metadata's record of the measurements: closed-set groups, verdict, framing."""
     meta = load_metadata(target)
     extra = dict(meta.extra)
-    validation = dict(extra.get("validation", {}))
+    validation = {**extra.get("validation", {}), **validation_groups(ev)}
     if "open_set" in ev:
         validation["open_set"] = ev["open_set"]
         validation["calibration"] = ev.get("calibration")
@@ -449,8 +448,6 @@ def measure_shipped(args: argparse.Namespace, target: Path) -> dict:
 def publish(args: argparse.Namespace, target: Path, ev: dict, table: list[dict], why: str, info: dict,
             before: dict | None) -> None:
     """Validation into the shipped metadata, the confusion plot and the model card."""
-    meta = load_metadata(target)
-    write_metadata(replace(meta, extra={**meta.extra, "validation": validation_groups(ev)}), target)
     record_validation(target, ev, before)
     plot_confusion(ev, args.model_dir / "confusion.png")
     card = model_card(load_metadata(target), ev, table, why, data_summary(args.data), info, args.model_dir, before)
