@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from yogapose import imaging
 from yogapose.metadata import Preprocessing
 from yogapose.person import PersonBox
 from yogapose.preprocess import Preprocessor
@@ -133,31 +132,32 @@ def paste_placed(img: Image.Image, scene: Image.Image, frame: tuple[int, int], h
 
 
 def placed_region(person: PersonBox | None, original: tuple[int, int], placed: tuple[int, int, int, int],
-                  frame: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+                  frame: tuple[int, int] | None = None) -> PersonBox:
     """The person region found on an original photo, carried to where :func:`paste_placed`
     put that photo (the whole pasted photo when no person was found on it).
 
-    With ``frame`` (the composed image's size) the region is the person's square before it
-    was clipped to the original, carried over and clipped to the frame: on a wide shot the
-    square takes in some of the scene around the photo, as the server's crop of a correctly
-    found person does. Without it, the region clipped to the original photo.
+    With ``frame`` (the composed image's size) the person's square before it was clipped to
+    the original is carried over too, and the region is that square clipped to the frame: on
+    a wide shot the crop takes in some of the scene around the photo, as the server's crop
+    of a correctly found person does. Without it, the region clipped to the original photo.
     """
     if person is None:
-        return placed
+        return PersonBox(*placed, score=0.0)
     x0, y0, x1, y1 = placed
     kx, ky = (x1 - x0) / original[0], (y1 - y0) / original[1]
     if frame is not None and person.square is not None:
         cx, cy, half = person.square
         cx, cy, hx, hy = x0 + cx * kx, y0 + cy * ky, half * kx, half * ky
-        return (max(0, int(np.floor(cx - hx))), max(0, int(np.floor(cy - hy))),
-                min(frame[0], int(np.ceil(cx + hx))), min(frame[1], int(np.ceil(cy + hy))))
-    return (int(np.floor(x0 + person.left * kx)), int(np.floor(y0 + person.top * ky)),
-            int(np.ceil(x0 + person.right * kx)), int(np.ceil(y0 + person.bottom * ky)))
+        return PersonBox(max(0, int(np.floor(cx - hx))), max(0, int(np.floor(cy - hy))),
+                         min(frame[0], int(np.ceil(cx + hx))), min(frame[1], int(np.ceil(cy + hy))),
+                         person.score, (cx, cy, (hx + hy) / 2))
+    return PersonBox(int(np.floor(x0 + person.left * kx)), int(np.floor(y0 + person.top * ky)),
+                     int(np.ceil(x0 + person.right * kx)), int(np.ceil(y0 + person.bottom * ky)), person.score)
 
 
-def crop_uint8(img: Image.Image, box: tuple[int, int, int, int], prep: Preprocessing) -> np.ndarray:
-    """``img`` cropped to ``box`` and resized as served -> model-size uint8."""
-    return np.asarray(imaging.resize_image(img.crop(box), prep), dtype=np.uint8)
+def crop_uint8(img: Image.Image, region: PersonBox, prep: Preprocessing) -> np.ndarray:
+    """``img`` framed on ``region`` as served (:meth:`Preprocessor.crop`) -> model-size uint8."""
+    return np.asarray(preprocessor(prep).crop(img, region).image, dtype=np.uint8)
 
 
 def scale(images: np.ndarray, prep: Preprocessing) -> np.ndarray:

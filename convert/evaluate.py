@@ -143,12 +143,13 @@ class ServingPath:
         self.pre = self.app.preprocessor
         self.max_pixels = self.app.settings.max_pixels
 
-    def run(self, data: bytes) -> tuple[np.ndarray, dict | None, float]:
-        """Bytes -> (raw outputs of the crop answered for, person box or None, inference ms)."""
+    def run(self, data: bytes) -> tuple[np.ndarray, dict | None, float, int]:
+        """Bytes -> (raw outputs of the crop answered for, person box or None, inference ms,
+        crops classified mirrored too)."""
         stats = RequestStats()
         ans = self.app.classify(data, stats)
         assert ans.outputs is not None
-        return np.asarray(ans.outputs, np.float64).reshape(-1), ans.person, stats.ms["infer"]
+        return np.asarray(ans.outputs, np.float64).reshape(-1), ans.person, stats.ms["infer"], stats.flipped
 
     def answer(self, raw: np.ndarray, person: dict | None) -> answer.Answer:
         """The answer for those outputs under the metadata as it is now (e.g. after calibration)."""
@@ -157,13 +158,14 @@ class ServingPath:
 
 def run_all(path: ServingPath, files: list[Path]) -> dict:
     """Raw outputs, person boxes and inference times of every file."""
-    raws, persons, ms = [], [], []
+    raws, persons, ms, flipped = [], [], [], []
     for f in files:
-        raw, person, t = path.run(Path(f).read_bytes())
+        raw, person, t, n = path.run(Path(f).read_bytes())
         raws.append(raw)
         persons.append(person)
         ms.append(t)
-    return {"raw": np.array(raws), "person": persons, "ms": ms}
+        flipped.append(n > 0)
+    return {"raw": np.array(raws), "person": persons, "ms": ms, "flipped": flipped}
 
 
 def as_logits(raw: np.ndarray, meta: ModelMetadata) -> np.ndarray:
@@ -206,6 +208,7 @@ def evaluate(model_path: Path, folder: Path, manifest: Path | None = None, num_t
     result["model"] = {"file": str(model_path), "sha256": meta.sha256, "quantization": meta.quantization,
                        "bytes": Path(model_path).stat().st_size}
     result["inference_ms_median"] = round(float(np.median(run["ms"])), 2)
+    result["flipped"] = round(float(np.mean(run["flipped"])), 4)  # photos with a crop seen mirrored too
     result["person_found"] = {
         "real": round(float(np.mean([run["person"][i] is not None for i in np.flatnonzero(real)])), 4),
         "all": round(float(np.mean([p is not None for p in run["person"]])), 4),
@@ -301,7 +304,7 @@ def framing(model_path: Path, folder: Path, scenes: Path, fractions: tuple[float
             composed = paste(photo, scene, FRAMING_FRAME, frac, rng)
             buf = io.BytesIO()
             composed.save(buf, "JPEG", quality=90)
-            raw, person, _ = path.run(buf.getvalue())
+            raw, person, _, _ = path.run(buf.getvalue())
             ans = path.answer(raw, person)
             cm[c, labels.index(ans.top)] += 1
             found.append(person is not None)

@@ -139,9 +139,14 @@ def describe_preprocessing(meta: ModelMetadata) -> str:
             f"NMS at IoU {crop.nms_iou}; {crop.to_dict()['policy']}; body-circle scale {crop.scale}; windows of "
             f"{crop.tile_fraction:.0%} of the shorter side ({crop.tile_overlap:.0%} overlap) when that is "
             f">= {crop.tile_min_side} px; candidates {crop.candidates}, search_min_side {crop.search_min_side} px, "
-            f"search_below {crop.search_below:g} (training crops are the detector's pick alone: 1 candidate)"
+            f"search_below {crop.search_below:g} (training crops are the detector's pick alone: 1 candidate); "
+            + ("the square kept where it leaves the image, the image's edge pixels repeated there (proportions "
+               "kept)" if crop.outside == "edge" else "the square clipped to the image (then stretched)")
         )
     parts.append(f"resize to {w}x{h} ({prep.interpolation}, aspect ratio not kept)")
+    if prep.flip_below_margin > 0:
+        parts.append(f"test-time flip: a crop whose top two outputs (softmax at T = 1) are less than "
+                     f"{prep.flip_below_margin:g} apart is classified mirrored too, the two outputs averaged")
     parts.append(f"`x / {prep.scale_divisor} + ({prep.scale_offset})`")
     return "; ".join(parts)
 
@@ -281,8 +286,10 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
         ("Measured on the shipped flatbuffer by `python -m convert.evaluate model/yoga-pose.tflite "
          "../shared/data/yoga/val --negatives ../shared/data/negatives/val --framing`. Closed-set figures use the "
          "six-key answer's top label. The detector found a person in "
-         f"{_pct((ev.get('person_found') or {}).get('real'))} of the real val photos. A held-out test set exists "
-         "elsewhere."),
+         f"{_pct((ev.get('person_found') or {}).get('real'))} of the real val photos"
+         + (f"; the classifier was unsure of a crop and saw it mirrored too in {_pct(ev['flipped'])} of the val "
+            "photos" if ev.get("flipped") else "")
+         + ". A held-out test set exists elsewhere."),
         "",
         report(ev),
         "",
@@ -418,6 +425,7 @@ def record_validation(target: Path, ev: dict, before: dict | None) -> None:
         validation["calibration"] = ev.get("calibration")
     validation["framing"] = ev["framing"]
     validation["person_found"] = ev.get("person_found")
+    validation["flipped"] = ev.get("flipped")
     if before is not None:
         validation["before"] = {k: before[k] for k in ("real", "open_set", "framing") if k in before}
     extra["validation"] = validation

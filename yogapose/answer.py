@@ -83,6 +83,21 @@ def open_set_score(logits: np.ndarray, n_labels: int, score: str, temperature: f
     raise ValueError(f"unknown open-set score {score!r}")
 
 
+def unsure(raw: np.ndarray, meta: ModelMetadata) -> bool:
+    """Whether the top two outputs (softmax at temperature 1 over all outputs, or the
+    probabilities a softmax model gives) are closer than the metadata's
+    ``flip_below_margin``: the crop is then classified mirrored too. Temperature 1, not the
+    calibrated one, so which crops get the second look does not depend on the calibration
+    fitted on the results."""
+    margin = meta.preprocessing.flip_below_margin
+    if margin <= 0.0:
+        return False
+    out = np.asarray(raw, dtype=np.float64).reshape(-1)
+    p = _softmax(out) if meta.output_activation == "linear" else out / max(out.sum(), 1e-300)
+    top2 = np.sort(p)[-2:]
+    return bool(top2[1] - top2[0] < margin)
+
+
 def most_in_scope(raws: list[np.ndarray], meta: ModelMetadata) -> int:
     """Which of several crops of one photo (the person candidates) to answer for: the one
     whose outputs score highest on the metadata's open-set score (the most confident

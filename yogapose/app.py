@@ -199,8 +199,9 @@ class App:
         """Image bytes -> :class:`~yogapose.answer.Answer` (six probabilities + verdict).
 
         Stages (timed): decode, detect (find the person candidates, crop, resize), infer
-        (scale into the interpreter's input and run it, once per candidate; the answer is for
-        the candidate most in scope, :func:`~yogapose.answer.most_in_scope`).
+        (scale into the interpreter's input and run it, once per candidate, and once more
+        mirrored for a candidate the model is unsure of, :meth:`infer`; the answer is for the
+        candidate most in scope, :func:`~yogapose.answer.most_in_scope`).
         """
         stats = stats if stats is not None else RequestStats()
         limit = self.settings.max_bytes
@@ -212,14 +213,27 @@ class App:
         with stats.timer("detect"):
             frames = pre.frames(img)
         with stats.timer("infer"):
-            # Scaling writes straight into the interpreter's input tensor (no temporary).
-            raws = [self.model.predict_with(functools.partial(_fill, pre, f)) for f in frames]
+            raws = [self.infer(f, stats) for f in frames]
         pick = answer.most_in_scope(raws, self.metadata)
         result = answer.build(raws[pick], self.metadata, frames[pick].person_dict(), pre.detector is not None)
         stats.images += 1
         stats.predicted[result.top] += 1
         stats.verdicts[result.verdict] += 1
         return result
+
+    def infer(self, framed: Framed, stats: RequestStats) -> np.ndarray:
+        """One crop's raw outputs. When the top two are close (:func:`~yogapose.answer.unsure`),
+        the mirrored crop is classified too and the two averaged: every pose is left/right
+        symmetric, and a second view settles near-ties (val: real-photo macro recall +1 point,
+        out-of-scope false positives down) for one more inference on those crops only."""
+        pre = self.preprocessor
+        # Scaling writes straight into the interpreter's input tensor (no temporary).
+        raw = self.model.predict_with(functools.partial(_fill, pre, framed))
+        if not answer.unsure(raw, self.metadata):
+            return raw
+        stats.flipped += 1
+        mirrored = self.model.predict_with(functools.partial(_fill_mirrored, pre, framed))
+        return (raw + mirrored) * np.float32(0.5)
 
     def classify_bytes(self, data: bytes, stats: RequestStats | None = None) -> dict[str, float]:
         """Image bytes -> ``{label: probability}`` for every label, summing to 1."""
@@ -296,6 +310,11 @@ def _preprocessor_for(model_path: Path, num_threads: int) -> Preprocessor:
 
 def _fill(pre: Preprocessor, framed: Framed, buf: np.ndarray) -> None:
     pre.to_input(framed, out=buf)
+
+
+def _fill_mirrored(pre: Preprocessor, framed: Framed, buf: np.ndarray) -> None:
+    pre.to_input(framed, out=buf)
+    buf[0] = buf[0, :, ::-1].copy()
 
 
 @functools.lru_cache(maxsize=4)

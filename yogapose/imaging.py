@@ -377,14 +377,39 @@ def _coefficient_bytes(sof: bytes) -> int:
 
 def resize_image(img: Image.Image, prep: Preprocessing) -> Image.Image:
     """Resize to the model's input size (aspect ratio not kept, like Keras ``load_img``)."""
-    try:
-        resample = _RESAMPLE[prep.interpolation]
-    except KeyError:
-        raise ValueError(f"unknown interpolation {prep.interpolation!r}") from None
     size = (int(prep.size[0]), int(prep.size[1]))
     if img.size == size:
         return img
-    return img.resize(size, resample)
+    return img.resize(size, _resample(prep))
+
+
+def _resample(prep: Preprocessing) -> Image.Resampling:
+    try:
+        return _RESAMPLE[prep.interpolation]
+    except KeyError:
+        raise ValueError(f"unknown interpolation {prep.interpolation!r}") from None
+
+
+def resize_square(img: Image.Image, square: tuple[float, float, float], prep: Preprocessing) -> Image.Image:
+    """The square ``(cx, cy, half)`` of ``img`` at the model's input size, proportions kept:
+    the part inside the image is resized as :func:`resize_image` would, the part outside is
+    filled by repeating the image's edge pixels (a neutral continuation of the scene, not a
+    border the classifier could read as a cue)."""
+    width, height = img.size
+    cx, cy, half = square
+    sq = (math.floor(cx - half), math.floor(cy - half), math.ceil(cx + half), math.ceil(cy + half))
+    box = (max(0, sq[0]), max(0, sq[1]), min(width, sq[2]), min(height, sq[3]))
+    if box == sq:
+        return resize_image(img.crop(box), prep)
+    out_w, out_h = int(prep.size[0]), int(prep.size[1])
+    kx, ky = out_w / (sq[2] - sq[0]), out_h / (sq[3] - sq[1])
+    x0 = min(out_w - 1, max(0, round((box[0] - sq[0]) * kx)))
+    y0 = min(out_h - 1, max(0, round((box[1] - sq[1]) * ky)))
+    x1 = max(x0 + 1, min(out_w, round((box[2] - sq[0]) * kx)))
+    y1 = max(y0 + 1, min(out_h, round((box[3] - sq[1]) * ky)))
+    inner = img.crop(box).resize((x1 - x0, y1 - y0), _resample(prep))
+    pixels = np.pad(np.asarray(inner, dtype=np.uint8), ((y0, out_h - y1), (x0, out_w - x1), (0, 0)), mode="edge")
+    return Image.fromarray(pixels, "RGB")
 
 
 def to_input_array(img: Image.Image, prep: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:

@@ -15,6 +15,10 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 
+# How a person's square is cut where it leaves the image (PersonCrop.outside).
+CROP_OUTSIDE = ("edge", "clip")
+
+
 @dataclass(frozen=True)
 class PersonCrop:
     """Find the person first (:mod:`yogapose.person`), then classify only that crop.
@@ -55,6 +59,16 @@ class PersonCrop:
     # fraction of the image's longer side: a close-up's body (the person posing) needs no
     # second look, which keeps phone photos of one person at one detector invoke.
     search_below: float = 0.7
+    # Where the square leaves the image: "edge" keeps the square (the outside filled by
+    # repeating the image's edge pixels), so the person keeps its proportions at the input
+    # size; "clip" (older models) crops to the image and stretches the rest to a square,
+    # which squeezed people photographed in portrait (val, chair: 10 of 13 right clipped,
+    # 13 of 13 padded on the same weights).
+    outside: str = "edge"
+
+    def __post_init__(self) -> None:
+        if self.outside not in CROP_OUTSIDE:
+            raise ValueError(f"person_crop.outside {self.outside!r} is not one of {CROP_OUTSIDE}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,13 +85,14 @@ class PersonCrop:
             "candidates": self.candidates,
             "search_min_side": self.search_min_side,
             "search_below": self.search_below,
+            "outside": self.outside,
             "policy": "bodies detected in the whole image (and, when it finds nobody, or the photo's "
                       "shorter side is >= search_min_side and its largest body is narrower than search_below x "
                       "the longer side, in overlapping windows); the `candidates` most "
                       "confident are classified and the one most in scope (open-set score) answers (with 1: "
                       "the largest body, else the most confident in the windows); region: square around the "
-                      "mid-hip keypoint, side = body-circle diameter x scale, clipped to the image; no person "
-                      "-> the whole image",
+                      "mid-hip keypoint, side = body-circle diameter x scale (where it leaves the image: "
+                      "`outside`); no person -> the whole image",
         }
 
     @classmethod
@@ -96,6 +111,7 @@ class PersonCrop:
             candidates=int(d.get("candidates", cls.candidates)),
             search_min_side=int(d.get("search_min_side", cls.search_min_side)),
             search_below=float(d.get("search_below", cls.search_below)),
+            outside=str(d.get("outside", "clip")),  # absent: a model from before padding
         )
 
 
@@ -116,10 +132,20 @@ class Preprocessing:
     exif_transpose: bool = True
     alpha_background: tuple[int, int, int] = (255, 255, 255)
     person_crop: PersonCrop | None = None  # None: classify the whole image
+    # Test-time flip, only for unsure crops: when the top two of the model's outputs (softmax
+    # at temperature 1, all outputs) are closer than this, the crop is classified mirrored
+    # too and the two logit vectors averaged (every pose is left/right symmetric, and
+    # training flips). Costs one more inference on those crops only; 0 = never, 1 = always.
+    flip_below_margin: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.flip_below_margin <= 1.0:
+            raise ValueError(f"flip_below_margin {self.flip_below_margin!r} is not within 0..1")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "person_crop": self.person_crop.to_dict() if self.person_crop else None,
+            "flip_below_margin": self.flip_below_margin,
             "color_mode": self.color_mode,
             "exif_transpose": self.exif_transpose,
             "alpha_background": list(self.alpha_background),
@@ -160,6 +186,7 @@ class Preprocessing:
             exif_transpose=bool(d.get("exif_transpose", True)),
             alpha_background=_rgb(d.get("alpha_background", (255, 255, 255))),
             person_crop=PersonCrop.from_dict(d["person_crop"]) if d.get("person_crop") else None,
+            flip_below_margin=float(d.get("flip_below_margin", 0.0)),  # absent: an older model, no flip
         )
 
 

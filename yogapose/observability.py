@@ -64,6 +64,8 @@ class RequestStats:
     predicted: Counter = field(default_factory=Counter)
     # Open-set verdicts: accepted | no_person | out_of_scope (yogapose.answer.VERDICTS)
     verdicts: Counter = field(default_factory=Counter)
+    # Crops the classifier was unsure of and saw mirrored too (Preprocessing.flip_below_margin).
+    flipped: int = 0
     errors: Counter = field(default_factory=Counter)
     sources: list = field(default_factory=list)  # redacted URLs, for the log line only
     started: float = field(default_factory=time.perf_counter)
@@ -154,6 +156,7 @@ def publish(stats: RequestStats, context: Any) -> None:
                 "bytes_fetched": stats.bytes_fetched,
                 "predicted": dict(stats.predicted),
                 "verdicts": dict(stats.verdicts),
+                "flipped": stats.flipped,
                 "errors": dict(stats.errors),
                 "sources": stats.sources[:16],
                 "ms": {**{k: round(v, 2) for k, v in stats.ms.items()}, "total": round(total, 2)},
@@ -175,6 +178,7 @@ def publish(stats: RequestStats, context: Any) -> None:
             metrics.add_metric(name="DetectMs", unit=MetricUnit.Milliseconds, value=stats.ms["detect"])
             metrics.add_metric(name="InferMs", unit=MetricUnit.Milliseconds, value=stats.ms["infer"])
             metrics.add_metric(name="BytesFetched", unit=MetricUnit.Bytes, value=stats.bytes_fetched)
+            metrics.add_metric(name="FlippedCrops", unit=MetricUnit.Count, value=stats.flipped)
         metrics.flush_metrics()
         dims = {"service": metrics.service} if metrics.service else {}
         for pose, n in stats.predicted.items():

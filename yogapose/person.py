@@ -184,12 +184,12 @@ def unletterbox(coords: np.ndarray, pad: tuple[float, float, float, float]) -> n
 
 
 def person_region(keypoints: np.ndarray, score: float, width: int, height: int, scale: float) -> PersonBox:
-    """The square around the whole body in pixels, clipped to the image.
+    """The square around the whole body in pixels: its part inside the image (the box the
+    answer reports) and the whole square (``square``: what the crop is cut from,
+    :meth:`yogapose.preprocess.Preprocessor.crop`, as ``PersonCrop.outside`` says).
 
     ``keypoints`` are in pixels. Centre: the mid-hip keypoint; side: the body circle's
     diameter times ``scale`` (the margin that keeps stretched arms and legs inside).
-    Clipping (rather than padding) keeps a tightly framed photo as it is, so training
-    photos and wide shots meet the same crop.
     """
     hip, edge = keypoints[0], keypoints[1]
     half = float(np.hypot(*(edge - hip))) * scale

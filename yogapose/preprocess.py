@@ -69,9 +69,9 @@ class Preprocessor:
         detector offers (up to ``limit``, default the metadata's ``candidates``; the server
         classifies them all and answers for the one most in scope), or the whole image."""
         if self.detector is None:
-            return [self._framed(img, None)]
+            return [self.crop(img, None)]
         n = limit if limit is not None else self.candidate_limit
-        return [self._framed(img, p) for p in self.detector.find_people(img, n)] or [self._framed(img, None)]
+        return [self.crop(img, p) for p in self.detector.find_people(img, n)] or [self.crop(img, None)]
 
     @property
     def candidate_limit(self) -> int:
@@ -83,8 +83,15 @@ class Preprocessor:
         """The detector's pick alone (training: no classifier to choose with yet)."""
         return self.frames(img, 1)[0]
 
-    def _framed(self, img: Image.Image, person: PersonBox | None) -> Framed:
-        region = img if person is None else img.crop((person.left, person.top, person.right, person.bottom))
+    def crop(self, img: Image.Image, person: PersonBox | None) -> Framed:
+        """``img`` framed on ``person`` (the whole image for None) at the input size; training
+        calls it with regions of its own (a person carried into a pasted wide shot)."""
+        crop = self.prep.person_crop
+        if person is None:
+            return Framed(imaging.resize_image(img, self.prep), None, img.size)
+        if crop is not None and crop.outside == "edge" and person.square is not None:
+            return Framed(imaging.resize_square(img, person.square, self.prep), person, img.size)
+        region = img.crop((person.left, person.top, person.right, person.bottom))
         return Framed(imaging.resize_image(region, self.prep), person, img.size)
 
     def from_bytes(self, data: bytes, max_pixels: int) -> Framed:

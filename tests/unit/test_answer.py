@@ -1,10 +1,13 @@
-"""yogapose.answer.most_in_scope: which person candidate's crop the server answers for."""
+"""yogapose.answer: which person candidate's crop the server answers for, and which crops it
+is unsure of (classified mirrored too)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from yogapose.answer import build, most_in_scope, open_set_score
+from yogapose.answer import build, most_in_scope, open_set_score, unsure
 from yogapose.metadata import ModelMetadata, OpenSet, Preprocessing
 
 LABELS = ("chair", "cobra", "downdog", "goddess", "tree", "warrior")
@@ -43,3 +46,18 @@ def test_six_output_softmax_model_uses_the_top_probability():
     m = meta(None, outlier=False, activation="softmax")
     raws = [np.array([0.5, 0.1, 0.1, 0.1, 0.1, 0.1]), np.array([0.9, 0.02, 0.02, 0.02, 0.02, 0.02])]
     assert most_in_scope(raws, m) == 1
+
+
+def test_only_crops_whose_top_two_outputs_are_close_are_unsure():
+    """The flip's gate: top-two margin of the softmax at temperature 1 over all outputs (the
+    calibrated temperature does not move it), against ``flip_below_margin``."""
+    m = meta(OpenSet(method="t", score="max_softmax", temperature=5.0, threshold=0.5))
+    m = dataclasses.replace(m, preprocessing=Preprocessing(flip_below_margin=0.5))
+    assert unsure(logits(1.0, 0.9), m)  # chair vs other: a near-tie
+    assert not unsure(logits(6.0, 0.0), m)  # chair, clearly
+    assert unsure(np.array([2.0, 2.0, 0.0, 0.0, 0.0, 0.0, -9.0], np.float32), m)  # chair vs cobra
+    assert not unsure(logits(1.0, 0.9), dataclasses.replace(m, preprocessing=Preprocessing(flip_below_margin=0.0)))
+    probs = meta(None, outlier=False, activation="softmax")
+    probs = dataclasses.replace(probs, preprocessing=Preprocessing(flip_below_margin=0.5))
+    assert unsure(np.array([0.5, 0.3, 0.05, 0.05, 0.05, 0.05]), probs)
+    assert not unsure(np.array([0.9, 0.02, 0.02, 0.02, 0.02, 0.02]), probs)

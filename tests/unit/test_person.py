@@ -190,11 +190,49 @@ def test_placed_region_carries_the_unclipped_square_into_the_frame():
     clipped = person_region(np.asarray([[100.0, 150.0], [100.0, 30.0], [0, 0], [0, 0]]), 0.9, 200, 200, 1.0)
     assert (clipped.left, clipped.top, clipped.right, clipped.bottom) == (0, 30, 200, 200)
     placed = (300, 100, 400, 200)  # the 200x200 photo at half size
-    assert placed_region(clipped, (200, 200), placed) == (300, 115, 400, 200)  # clipped to the photo
-    assert placed_region(clipped, (200, 200), placed, (800, 600)) == (290, 115, 410, 235)
-    assert placed_region(clipped, (200, 200), (0, 500, 100, 600), (800, 600)) == (0, 515, 110, 600)
-    assert placed_region(None, (200, 200), placed, (800, 600)) == placed  # nobody: the pasted photo
-    assert placed_region(person, (200, 200), placed, (800, 600)) == (310, 110, 390, 190)
+
+    def box(r):
+        return r.left, r.top, r.right, r.bottom
+
+    assert box(placed_region(clipped, (200, 200), placed)) == (300, 115, 400, 200)  # clipped to the photo
+    carried = placed_region(clipped, (200, 200), placed, (800, 600))
+    assert box(carried) == (290, 115, 410, 235)
+    assert carried.square == (350.0, 175.0, 60.0)  # the whole square, for the edge-padded crop
+    assert box(placed_region(clipped, (200, 200), (0, 500, 100, 600), (800, 600))) == (0, 515, 110, 600)
+    assert box(placed_region(None, (200, 200), placed, (800, 600))) == placed  # nobody: the pasted photo
+    assert placed_region(None, (200, 200), placed, (800, 600)).square is None
+    assert box(placed_region(person, (200, 200), placed, (800, 600))) == (310, 110, 390, 190)
+
+
+def test_edge_crop_keeps_proportions_and_repeats_the_edge_where_the_square_leaves_the_image():
+    """A square wider than a portrait photo: "edge" keeps the person's proportions (the
+    photo's columns land in the middle of the input, its edge columns repeated outside),
+    "clip" stretches the photo to the square."""
+    from yogapose.metadata import Preprocessing
+    from yogapose.preprocess import Preprocessor
+
+    pixels = np.zeros((200, 100, 3), np.uint8)
+    pixels[:, :50] = (255, 0, 0)  # left half red, right half blue
+    pixels[:, 50:] = (0, 0, 255)
+    img = Image.fromarray(pixels)
+    person = PersonBox(0, 0, 100, 200, 0.9, (50.0, 100.0, 100.0))  # a 200 px square around a 100 px wide photo
+    for outside, red_columns in (("edge", 75), ("clip", 75)):
+        crop = PersonCrop(outside=outside)
+        prep = Preprocessing(person_crop=crop)
+        pre = Preprocessor(prep, detector=object())  # type: ignore[arg-type]  # crop() needs no detector
+        out = np.asarray(pre.crop(img, person).image)
+        assert out.shape == (150, 150, 3)
+        red = (out[75, :, 0] > 128).sum()
+        assert abs(red - red_columns) <= 1
+        if outside == "edge":  # the photo spans the middle 75 columns; red and blue repeat outward
+            assert (out[:, :37, 0] > 128).all() and (out[:, -37:, 2] > 128).all()
+            assert abs(int((out[75, :, 2] > 128).sum()) - 75) <= 1
+    inside = PersonBox(0, 50, 100, 150, 0.9, (50.0, 100.0, 50.0))  # within the photo: a plain crop
+    edge = Preprocessor(Preprocessing(person_crop=PersonCrop(outside="edge")), detector=object())  # type: ignore[arg-type]
+    clip = Preprocessor(Preprocessing(person_crop=PersonCrop(outside="clip")), detector=object())  # type: ignore[arg-type]
+    assert np.array_equal(np.asarray(edge.crop(img, inside).image), np.asarray(clip.crop(img, inside).image))
+    with pytest.raises(ValueError, match="outside"):
+        PersonCrop(outside="wrap")
 
 
 @pytest.mark.parametrize("size", [(1200, 900), (900, 1200), (400, 400), (1001, 333)])
