@@ -170,6 +170,7 @@ def crop_cost(images: dict, events: dict, cfg: dict) -> dict:
     """
     from yogapose.app import get_app
     from yogapose.config import load_settings
+    from yogapose.observability import RequestStats
 
     settings = load_settings()
     with tempfile.TemporaryDirectory(prefix="bench-nocrop-") as tmp:
@@ -192,10 +193,16 @@ def crop_cost(images: dict, events: dict, cfg: dict) -> dict:
                 if i + 1 >= 5 and time.perf_counter() - start > budget:
                     break
             decoded = apps["with"].preprocessor.decode(images[name], settings.max_pixels)
+            flipped = {}
+            for key, app in apps.items():  # crops classified mirrored too: one more inference each
+                stats = RequestStats()
+                app.classify(images[name], stats)
+                flipped[key] = stats.flipped
             out[name] = {
                 "with": wcommon.summarize(times["with"]), "without": wcommon.summarize(times["without"]),
                 "added": wcommon.summarize([a - b for a, b in zip(times["with"], times["without"], strict=True)]),
                 "person_found": apps["with"].preprocessor.frames(decoded)[0].person is not None,
+                "flipped": flipped,
             }
     return out
 

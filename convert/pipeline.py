@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="no training or conversion: measure the model already in --model-dir again through "
                         "today's serving code and regenerate its card (after a serving-side change, e.g. the "
                         "person crop policy)")
+    p.add_argument("--flip-below-margin", type=float, default=None,
+                   help="the served test-time flip's gate (Preprocessing.flip_below_margin; serving only, "
+                        "training never flips at test time); default: the code's default")
     p.add_argument("--no-ship", action="store_true", help="build and evaluate only; leave model/ alone")
     p.add_argument("--seed", type=int, default=42)
     args, train_args = p.parse_known_args(argv)
@@ -496,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     from yogapose.metadata import Preprocessing
 
     prep = Preprocessing.from_dict(trained["preprocessing"]) if "preprocessing" in trained else Preprocessing()
+    # A serving-time choice, not something training did: set here, whatever the record says.
+    flip = Preprocessing.flip_below_margin if args.flip_below_margin is None else args.flip_below_margin
+    prep = replace(prep, flip_below_margin=flip)
     class_names = trained.get("class_names") or class_names_of(args.data / "train")
     model = load_keras(keras_path)
     val_x, _ = load_val_inputs(args.data / "val", class_names, prep, negatives=args.negatives / "val")
