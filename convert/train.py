@@ -50,7 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 import keras
 from keras import layers
 
-from yogapose.metadata import PersonCrop, Preprocessing
+from yogapose.metadata import CROP_OUTSIDE, PersonCrop, Preprocessing
 from yogapose.person import PersonBox
 
 from .data import (
@@ -102,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="crop of a pasted copy: the person region found on the original photo, or the "
                         "detector's pick on the composed frame (the recipe of models trained before 3fb22df)")
     p.add_argument("--no-person-crop", action="store_true", help="classify whole images (no detector)")
+    p.add_argument("--crop-outside", choices=CROP_OUTSIDE, default=PersonCrop.outside,
+                   help="where the person's square leaves the image: clip to it, or repeat its edge pixels")
     p.add_argument("--finetune-from", default=DEFAULT_FINETUNE_FROM,
                    help="Xception layer whose input starts the fine-tuned top part")
     p.add_argument("--finetune-steps", type=int, default=100,
@@ -286,7 +288,7 @@ class CachedBatches(keras.utils.PyDataset):
 
 
 def person_crop_of(args: argparse.Namespace) -> PersonCrop | None:
-    return None if args.no_person_crop else PersonCrop()
+    return None if args.no_person_crop else PersonCrop(outside=args.crop_outside)
 
 
 def load_items(args: argparse.Namespace, split: str, class_names: list[str]) -> list[tuple[Path, int]]:
