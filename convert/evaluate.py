@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,21 @@ from .data import IMAGE_SUFFIXES, negative_items, paste, read_manifest
 
 FRAMING_FRACTIONS = (1.0, 0.6, 0.4)
 FRAMING_FRAME = (1200, 900)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95 % by default).
+
+    A class with 39 val photos moves 2.6 points per photo: the card prints the interval so a
+    recall is read with its uncertainty, and the normal approximation fails near 1.
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -87,14 +103,17 @@ class Metrics:
     def table(self, title: str) -> str:
         lines = [f"### {title}: {self.n} images, accuracy {self.accuracy:.4f}, "
                  f"macro recall {self.macro_recall:.4f}", ""]
-        lines.append("| class | precision | recall | support |")
-        lines.append("|---|---:|---:|---:|")
+        lines.append("| class | precision | recall | recall, 95 % interval | support |")
+        lines.append("|---|---:|---:|---:|---:|")
         r, p = self.recall(), self.precision()
         def fmt(v: float) -> str:
             return "-" if np.isnan(v) else f"{v:.3f}"
 
         for i, lab in enumerate(self.labels):
-            lines.append(f"| {lab} | {fmt(p[i])} | {fmt(r[i])} | {int(self.confusion[i].sum())} |")
+            n = int(self.confusion[i].sum())
+            lo, hi = wilson_interval(int(self.confusion[i, i]), n)
+            interval = "-" if n == 0 else f"{lo:.2f}-{hi:.2f}"
+            lines.append(f"| {lab} | {fmt(p[i])} | {fmt(r[i])} | {interval} | {n} |")
         lines.append("")
         lines.append("Confusion matrix (rows = true, columns = predicted):")
         lines.append("")
