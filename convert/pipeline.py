@@ -40,7 +40,7 @@ from .convert import (
     training_info,
 )
 from .data import class_names_of, file_sha256
-from .evaluate import ServingPath, evaluate, framing, open_set_metrics, plot_confusion, report
+from .evaluate import ServingPath, evaluate, framing, open_set_metrics, plot_confusion, report, wilson_interval
 from .openset import calibrate
 
 SHIP_NAME = "yoga-pose.tflite"
@@ -192,9 +192,11 @@ def open_set_section(meta: ModelMetadata, ev: dict, before: dict | None) -> list
     for cat, m in os_ev["per_category"].items():
         lines.append(f"| {cat} | {m['images']} | {_pct(m['rejected'])} | {_pct(m['no_person'])} |")
     lines += ["", "Real in-scope val photos, per class:", "",
-              "| class | images | accepted | accepted and correct |", "|---|---:|---:|---:|"]
+              "| class | images | accepted | accepted and correct | 95 % interval |", "|---|---:|---:|---:|---:|"]
     for cls, m in os_ev["per_class"].items():
-        lines.append(f"| {cls} | {m['images']} | {_pct(m['accepted'])} | {_pct(m['accepted_and_correct'])} |")
+        lo, hi = wilson_interval(round(m["accepted_and_correct"] * m["images"]), m["images"])
+        lines.append(f"| {cls} | {m['images']} | {_pct(m['accepted'])} | {_pct(m['accepted_and_correct'])} | "
+                     f"{lo:.2f}-{hi:.2f} |")
     cal = ev.get("calibration") or {}
     if cal.get("scores"):
         lines += ["", (f"Scores compared on val at T = {cal['temperature']} (NLL {cal['nll_t1']} at T = 1, "

@@ -163,6 +163,7 @@ def test_pipeline_ships_exactly_one_model(tmp_path, dataset, keras_model):
     assert meta["selection"]["why"]
     card = (model_dir / "README.md").read_text()
     assert "research and demonstration" in card and "| float16 |" in card and "Why this one ships" in card
+    assert "| recall, 95 % interval |" in card
 
     # --remeasure: the same weights measured again through the serving code, card regenerated
     (model_dir / "README.md").write_text("stale card")
