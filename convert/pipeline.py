@@ -3,7 +3,8 @@
 Reproduces ``model/yoga-pose.tflite``, its metadata ``model/yoga-pose.json``, the model card
 ``model/README.md`` and ``model/confusion.png`` from ``../shared``::
 
-    python -m convert.pipeline --weights ../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5
+    python -m convert.pipeline --seed 43 \
+        --weights ../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5
 
 Intermediate files (Keras model, all variants, metrics) go to ``build/`` (not committed).
 """
@@ -236,6 +237,15 @@ def framing_section(ev: dict, before: dict | None) -> list[str]:
     return lines
 
 
+def reproduce_line(recipe: dict) -> str:
+    """The card's one command that trains this model again: the run's seed is part of it
+    (runs of the same recipe differ by a few points on the smallest class)."""
+    seed = recipe.get("seed")
+    return ("Reproduce: `python -m convert.pipeline --weights "
+            "../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+            + (f" --seed {seed}" if seed is not None else "") + "`.")
+
+
 def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: str, data: dict, train_info: dict,
                model_dir: Path = Path("model"), before: dict | None = None) -> str:
     training = train_info.get("training") or {}
@@ -281,8 +291,7 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
         ("- **preprocessing** (identical in training, evaluation, the bench and serving: one code path, "
          f"`yogapose.preprocess`, rendered here from the metadata): {describe_preprocessing(meta)}."),
         "",
-        ("Reproduce: `python -m convert.pipeline --weights "
-         "../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5`."),
+        reproduce_line(recipe),
         "",
         *open_set_section(meta, ev, before),
         *framing_section(ev, before),

@@ -233,3 +233,8 @@ def test_verification_requires_agreement_on_clear_answers_and_tolerates_near_tie
     assert bad.clear_agreement == pytest.approx(197 / 200) and not bad.passes(0.99, 1.0)
     many_ties = np.vstack([clear[:100], np.tile([0.45, 0.44, 0.11], (10, 1))])
     assert not conv.verify(many_ties, np.vstack([clear[:100], np.tile([0.44, 0.45, 0.11], (10, 1))])).passes(0.99, 1.0)
+
+
+def test_the_cards_reproduce_command_carries_the_runs_seed():
+    assert pipeline.reproduce_line({"seed": 43}).endswith("notop.h5 --seed 43`.")
+    assert "--seed" not in pipeline.reproduce_line({})
