@@ -138,3 +138,14 @@ def test_a_copy_that_disagrees_is_refused_and_not_cached(tmp_path: Path, monkeyp
     made, note = f32.float32_copy(SHIPPED, cache=tmp_path / "cache", log=lambda _m: None)
     assert made is None and "rejected" in note
     assert not any((tmp_path / "cache").glob("*/*.tflite"))
+
+
+def test_the_copy_is_checked_as_the_converter_checks_a_variant() -> None:
+    """Clear answers must agree (>= 0.99); near-ties may flip as long as >= 0.98 agree overall:
+    the converter's own rule (``convert.convert``), not a stricter one of the bench's."""
+    import bench.float32 as f32
+
+    assert f32.Agreement(300, 0.987, 0.12, "val photos", clear_top1=1.0).ok  # 4 near-ties flipped
+    assert not f32.Agreement(300, 0.987, 0.12, "val photos", clear_top1=0.985).ok  # clear answers differ
+    assert not f32.Agreement(300, 0.97, 0.12, "val photos", clear_top1=1.0).ok  # too many overall
+    assert not f32.Agreement(300, 1.0, 0.7, "val photos", clear_top1=1.0).ok  # probabilities too far apart
