@@ -35,7 +35,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from convert.convert import DEFAULT_MAX_DIFF, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_OVERALL_AGREEMENT
+from convert.convert import DEFAULT_MAX_DIFF, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_OVERALL_AGREEMENT, Verification
 from yogapose.metadata import load_metadata, sha256_file, write_metadata
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,22 +132,31 @@ def _widen_float16(model: Any) -> int:
 
 @dataclass
 class Agreement:
-    images: int
-    top1: float
-    max_prob_diff: float
+    """The converter's comparison of the copy with the shipped model (``convert.convert``), and on what."""
+
+    result: Verification
     source: str
-    clear_top1: float | None = None  # top-1 agreement where the shipped answer is clear (None: as top1)
+
+    @property
+    def images(self) -> int:
+        return self.result.images
+
+    @property
+    def top1(self) -> float:
+        return self.result.top1_agreement
+
+    @property
+    def max_prob_diff(self) -> float:
+        return self.result.max_abs_diff
 
     @property
     def ok(self) -> bool:
-        clear = self.top1 if self.clear_top1 is None else self.clear_top1
-        return (self.images > 0 and clear >= MIN_AGREEMENT and self.top1 >= MIN_OVERALL_AGREEMENT
-                and self.max_prob_diff <= MAX_PROB_DIFF)
+        """The converter's own rule, one home: clear answers agree, near-ties may flip."""
+        return self.images > 0 and self.result.passes(MIN_AGREEMENT, MAX_PROB_DIFF, MIN_OVERALL_AGREEMENT)
 
     def text(self) -> str:
-        clear = "" if self.clear_top1 is None else f" ({self.clear_top1:.3f} on clear answers)"
-        return (f"top-1 agreement {self.top1:.3f}{clear}, max |Δp| {self.max_prob_diff:.3f} on {self.images} "
-                f"{self.source}")
+        return (f"top-1 agreement {self.top1:.3f} ({self.result.clear_agreement:.3f} on clear answers), "
+                f"max |Δp| {self.max_prob_diff:.3f} on {self.images} {self.source}")
 
 
 def verify(shipped: Path, derived: Path, images: Iterable[bytes], source: str) -> Agreement:
@@ -166,9 +175,9 @@ def verify(shipped: Path, derived: Path, images: Iterable[bytes], source: str) -
         outs_a.append(a.predict(x))
         outs_b.append(b.predict(x))
     if not outs_a:
-        return Agreement(0, 0.0, 0.0, source)
-    v = compare(np.stack(outs_a), np.stack(outs_b), logits=a.metadata.output_activation == "linear")
-    return Agreement(v.images, v.top1_agreement, v.max_abs_diff, source, v.clear_agreement)
+        return Agreement(Verification(0, 0.0, 0.0, 0.0), source)
+    logits = a.metadata.output_activation == "linear"
+    return Agreement(compare(np.stack(outs_a), np.stack(outs_b), logits=logits), source)
 
 
 def val_images(n: int = 300) -> list[bytes]:
@@ -208,7 +217,8 @@ def float32_copy(shipped: Path, cache: Path = CACHE, log: Any = print) -> tuple[
     if not agreement.ok:
         shutil.rmtree(tmp, ignore_errors=True)
         return None, f"float32 copy rejected: {agreement.text()}"
-    (tmp / report.name).write_text(json.dumps({"text": agreement.text(), **agreement.__dict__}) + "\n")
+    checked = {"text": agreement.text(), "source": agreement.source, **agreement.result.to_dict()}
+    (tmp / report.name).write_text(json.dumps(checked) + "\n")
     shutil.rmtree(out.parent, ignore_errors=True)
     tmp.rename(out.parent)
     return out, f"derived {_shown(out)}: {agreement.text()}"

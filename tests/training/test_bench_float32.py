@@ -9,6 +9,7 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 
 from bench.float32 import NotDerivable, dequantize, verify
+from convert.convert import Verification
 from tests.tinymodel import INT8_NAME, TINY_DIR, TINY_NAME
 from yogapose.metadata import PersonCrop, load_metadata
 
@@ -117,7 +118,8 @@ def test_copy_is_cached_with_its_metadata_and_the_person_detector(tmp_path: Path
     (shipped.parent / "det.tflite").write_bytes(b"detector")
     calls = []
     monkeypatch.setattr(f32, "val_images", lambda: [b"x"])
-    monkeypatch.setattr(f32, "verify", lambda *a: calls.append(a) or f32.Agreement(300, 1.0, 0.01, "val photos"))
+    agreed = f32.Agreement(Verification(300, 1.0, 0.01, 0.0), "val photos")
+    monkeypatch.setattr(f32, "verify", lambda *a: calls.append(a) or agreed)
 
     made, note = f32.float32_copy(shipped, cache=tmp_path / "cache", log=lambda _m: None)
     assert made is not None and note.startswith("derived"), note
@@ -134,7 +136,7 @@ def test_a_copy_that_disagrees_is_refused_and_not_cached(tmp_path: Path, monkeyp
     if not SHIPPED.exists() or load_metadata(SHIPPED).quantization not in DERIVABLE:
         pytest.skip("needs a shipped dynamic-range int8 or float16 model")
     monkeypatch.setattr(f32, "val_images", lambda: [b"x"])
-    monkeypatch.setattr(f32, "verify", lambda *a: f32.Agreement(300, 0.9, 0.7, "val photos"))
+    monkeypatch.setattr(f32, "verify", lambda *a: f32.Agreement(Verification(300, 0.9, 0.7, 0.0), "val photos"))
     made, note = f32.float32_copy(SHIPPED, cache=tmp_path / "cache", log=lambda _m: None)
     assert made is None and "rejected" in note
     assert not any((tmp_path / "cache").glob("*/*.tflite"))
@@ -145,7 +147,7 @@ def test_the_copy_is_checked_as_the_converter_checks_a_variant() -> None:
     the converter's own rule (``convert.convert``), not a stricter one of the bench's."""
     import bench.float32 as f32
 
-    assert f32.Agreement(300, 0.987, 0.12, "val photos", clear_top1=1.0).ok  # 4 near-ties flipped
-    assert not f32.Agreement(300, 0.987, 0.12, "val photos", clear_top1=0.985).ok  # clear answers differ
-    assert not f32.Agreement(300, 0.97, 0.12, "val photos", clear_top1=1.0).ok  # too many overall
-    assert not f32.Agreement(300, 1.0, 0.7, "val photos", clear_top1=1.0).ok  # probabilities too far apart
+    assert f32.Agreement(Verification(300, 0.987, 0.12, 0.0, 300, 1.0), "val photos").ok  # 4 near-ties flipped
+    assert not f32.Agreement(Verification(300, 0.987, 0.12, 0.0, 300, 0.985), "val photos").ok  # clear answers differ
+    assert not f32.Agreement(Verification(300, 0.97, 0.12, 0.0, 300, 1.0), "val photos").ok  # too many overall
+    assert not f32.Agreement(Verification(300, 1.0, 0.7, 0.0, 300, 1.0), "val photos").ok  # probabilities too far apart
