@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -93,6 +94,33 @@ def build_image(buildah: Buildah, context: Path, base: str, tag: str, log: Path,
     if proc.returncode != 0:
         raise RuntimeError(f"buildah bud failed ({proc.returncode}):\n{log.read_text()[-6000:]}")
     return BuiltImage(tag, base, seconds, _layer_sizes(buildah, tag), len(_layer_sizes(buildah, base)))
+
+
+# A build step's result in buildah's output: "--> Using cache <id>" and/or "--> <short id>".
+_STEP_RESULT = re.compile(r"^--> (?:Using cache )?([0-9a-f]{11,64})\s*$", re.MULTILINE)
+
+
+def images_of_build(log: Path) -> set[str]:
+    """IDs (full or abbreviated) of every step image a build made or took from its cache."""
+    return set(_STEP_RESULT.findall(log.read_text(errors="replace")))
+
+
+def keep_only_build_cache(buildah: Buildah, used: set[str]) -> int:
+    """Remove the untagged images the last build neither made nor reused; returns how many.
+
+    vfs keeps a full copy per image, so a kept build cache must be bounded. Pruning every
+    untagged image once a count is reached (as this did before) also dropped the steps the
+    next build would reuse, and the next emulated build then ran pip and zig under qemu
+    again (~9 min instead of ~1.5). Dropping only what the last build did not use keeps
+    exactly one build's cache.
+    """
+    removed = 0
+    for image in json.loads(buildah("images", "--all", "--json") or "[]"):
+        if image.get("names") or any(image["id"].startswith(u) for u in used):
+            continue
+        proc = subprocess.run([*buildah.args, "rmi", image["id"]], capture_output=True, check=False)
+        removed += proc.returncode == 0  # still the parent of a kept image: stays, harmlessly
+    return removed
 
 
 def remove_image(buildah: Buildah, tag: str) -> None:

@@ -20,7 +20,6 @@ a rerun with the same lock, shim and stand-in reuses the build's cached layers.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
@@ -38,7 +37,6 @@ SHIPPED_MODEL = REPO / "model" / "yoga-pose.tflite"
 TAG = "localhost/yogapose-imgtest-arm64:latest"
 AARCH64 = 0xB7  # ELF e_machine of aarch64
 GRAVITON2 = "neoverse-n1"
-MAX_CACHED_IMAGES = 40  # each a full copy in vfs: a few GB at most
 
 
 def _unavailable() -> str | None:
@@ -64,12 +62,12 @@ def buildah() -> standin.Buildah:
 def built(buildah, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("imagebuild-arm64")
     base = standin.ensure_foreign_standin(buildah, ARCH)
-    # The image and its intermediate layers stay as the next run's cache (as `docker build`
-    # keeps them); only when old runs have piled up are the untagged ones dropped.
-    if len(buildah("images", "--all", "--quiet").split()) > MAX_CACHED_IMAGES:
-        subprocess.run([*buildah.args, "rmi", "--prune"], capture_output=True, check=False)
     volumes = standin.foreign_build_volumes(ARCH)
-    return img.build_image(buildah, REPO, base, TAG, tmp / "build.log", arch=ARCH, volumes=volumes)
+    built = img.build_image(buildah, REPO, base, TAG, tmp / "build.log", arch=ARCH, volumes=volumes)
+    # The image and the step images it was built from stay as the next run's cache (as
+    # `docker build` keeps them); older runs' step images go.
+    img.keep_only_build_cache(buildah, img.images_of_build(tmp / "build.log"))
+    return built
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +142,19 @@ def test_classifies_a_real_photo_with_the_cpu_dir_hidden(function, photo_server)
     # A second request on the warm instance answers the same.
     again = requests.post(function.url, json={"url": photo_server.url_for("/pose.jpg")}, timeout=600)
     assert again.status_code == 200 and max(again.json(), key=again.json().get) == EXPECTED, again.text
+
+
+def test_the_build_cache_kept_is_what_buildah_says_the_build_used(tmp_path):
+    """The step images named in buildah's output are the cache the next build reuses."""
+    log = tmp_path / "build.log"
+    log.write_text("[1/3] STEP 2/7: WORKDIR /tmp/build\n"
+                   "--> Using cache 7d0c1e140c636b8ac55bad1df111789807aea77f0558c35f276098ddb27ed0cd\n"
+                   "--> 7d0c1e140c6\n"
+                   "[1/3] STEP 3/7: COPY Pipfile.lock ./\n"
+                   "--> 711072ddf9c\n"
+                   "Collecting numpy --> not an image\n"
+                   "COMMIT localhost/yogapose-imgtest-arm64:latest\n"
+                   "--> 00eca826a65\n")  # fmt: skip
+    assert img.images_of_build(log) == {
+        "7d0c1e140c636b8ac55bad1df111789807aea77f0558c35f276098ddb27ed0cd", "7d0c1e140c6", "711072ddf9c",
+        "00eca826a65"}
