@@ -115,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight of a CGI render relative to a real photo (manifest.csv synthetic=1)")
     p.add_argument("--lr-head", type=float, default=3e-4)
     p.add_argument("--lr-finetune", type=float, default=5e-5)
+    p.add_argument("--lr-drop", type=float, default=1.0,
+                   help="phase 2: multiply the learning rate by this when the monitored val score has not "
+                        "improved for --lr-drop-patience epochs (1 = constant rate, the recipe up to seed 43)")
+    p.add_argument("--lr-drop-patience", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience (epochs)")
     p.add_argument("--seed", type=int, default=42)
@@ -392,6 +396,23 @@ def train_head(args, top, x_train, y_train, w_train, x_val, val_labels, val_real
     return head, scores.history
 
 
+def phase2_callbacks(args: argparse.Namespace, scores, checkpoint) -> list:
+    """Phase 2's callbacks, in order: the val scores first (the others read them from the logs)."""
+    callbacks = [
+        scores,
+        keras.callbacks.EarlyStopping(monitor=PHASE2_MONITOR, mode="max", patience=args.patience,
+                                      restore_best_weights=False),
+        checkpoint,
+    ]
+    if args.lr_drop < 1.0:
+        # A constant rate leaves the val score oscillating between epochs; a smaller step once it
+        # stalls settles into the basin (the usual step decay), before early stopping gives up.
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=PHASE2_MONITOR, mode="max",
+                                                           factor=args.lr_drop,
+                                                           patience=args.lr_drop_patience, verbose=1))
+    return callbacks
+
+
 def finetune(args, base, top, head, x_train, y_train, w_train, x_val, val_labels, val_real,
              n_classes: int) -> dict:
     """Phase 2: the top blocks + head on the cached bottom output, kept only if it beats
@@ -421,13 +442,7 @@ def finetune(args, base, top, head, x_train, y_train, w_train, x_val, val_labels
                                            initial_value_threshold=baseline)
     tune.fit(
         CachedBatches(x_train, y_train, args.batch_size, args.seed, steps=args.finetune_steps, weights=w_train),
-        epochs=args.epochs_finetune, verbose=1,
-        callbacks=[
-            scores,
-            keras.callbacks.EarlyStopping(monitor=PHASE2_MONITOR, mode="max", patience=args.patience,
-                                          restore_best_weights=False),
-            ckpt,
-        ],
+        epochs=args.epochs_finetune, verbose=1, callbacks=phase2_callbacks(args, scores, ckpt),
     )
     history: dict = {"phase2": scores.history}
     if tune_ckpt.exists():
@@ -525,7 +540,9 @@ def train(args: argparse.Namespace) -> dict:
                                   f"'{OUTLIER_LABEL}'") if args.negatives else "none",
             "phase1": f"head only, Adam lr={args.lr_head}, <= {args.epochs_head} epochs",
             "phase2": f"fine-tune from {args.finetune_from} (BatchNorm frozen), Adam lr={args.lr_finetune}, "
-                      f"<= {args.epochs_finetune} epochs of {args.finetune_steps} batches",
+                      f"<= {args.epochs_finetune} epochs of {args.finetune_steps} batches"
+                      + (f", the rate x {args.lr_drop} after {args.lr_drop_patience} epochs without a better "
+                         "val score" if args.lr_drop < 1.0 else ""),
             "augmentation": f"clean + {args.augment_copies} augmented + {args.paste_copies} pasted copies per "
                             "image; augmented: horizontal flip, rotation +/-14deg, zoom +/-15%, shift +/-8%, "
                             "brightness +/-15%, contrast +/-20%; pasted: into a random no_person train scene at "

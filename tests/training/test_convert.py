@@ -238,3 +238,30 @@ def test_verification_requires_agreement_on_clear_answers_and_tolerates_near_tie
 def test_the_cards_reproduce_command_carries_the_runs_seed():
     assert pipeline.reproduce_line({"seed": 43}).endswith("notop.h5 --seed 43`.")
     assert "--seed" not in pipeline.reproduce_line({})
+
+
+@pytest.mark.parametrize("drop", [1.0, 0.2])
+def test_phase2_lowers_the_rate_only_when_asked_and_the_val_score_stalls(drop):
+    """--lr-drop: after --lr-drop-patience epochs without a better val score the rate is
+    multiplied by it; the default (1) keeps the constant rate of the recipe before it."""
+    import keras
+
+    from convert.train import PHASE2_MONITOR, parse_args, phase2_callbacks
+
+    stalled = [0.5, 0.6, 0.55, 0.58, 0.57]  # best at epoch 2, then two epochs without better
+
+    class Scores(keras.callbacks.Callback):  # stands in for ValScores: a fixed score per epoch
+        def on_epoch_end(self, epoch, logs=None):
+            logs[PHASE2_MONITOR] = stalled[epoch]
+
+    args = parse_args(["--lr-drop", str(drop), "--lr-drop-patience", "2", "--patience", "9"])
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(5e-5), loss="mse")
+    rates = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: rates.append(float(model.optimizer.learning_rate)))
+    model.fit(np.zeros((4, 2)), np.zeros((4, 2)), epochs=len(stalled), verbose=0,
+              callbacks=[*phase2_callbacks(args, Scores(), keras.callbacks.Callback()), record])
+    expected = 5e-5 if drop == 1.0 else 5e-5 * drop
+    assert rates[:3] == pytest.approx([5e-5] * 3)  # epochs 1-3: improving, then one stall
+    assert rates[3] == pytest.approx(expected)  # after the second epoch without a better score
