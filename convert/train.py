@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-finetune", type=float, default=5e-5)
     p.add_argument("--lr-drop", type=float, default=1.0,
                    help="phase 2: multiply the learning rate by this when the monitored val score has not "
-                        "improved for --lr-drop-patience epochs (1 = constant rate, the recipe up to seed 43)")
+                        "improved for --lr-drop-patience epochs (1 = constant rate: the shipped recipe)")
     p.add_argument("--lr-drop-patience", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience (epochs)")
