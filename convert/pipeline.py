@@ -239,11 +239,13 @@ def framing_section(ev: dict, before: dict | None) -> list[str]:
 
 def reproduce_line(recipe: dict) -> str:
     """The card's one command that trains this model again: the run's seed is part of it
-    (runs of the same recipe differ by a few points on the smallest class)."""
+    (runs of the same recipe differ by a few points on the smallest class), and so is every
+    training flag the run set apart from the defaults (``convert.train.recipe_flags``)."""
     seed = recipe.get("seed")
+    flags = "".join(f" {flag}" for flag in recipe.get("flags", []))
     return ("Reproduce: `python -m convert.pipeline --weights "
             "../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
-            + (f" --seed {seed}" if seed is not None else "") + "`.")
+            + (f" --seed {seed}" if seed is not None else "") + flags + "`.")
 
 
 def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: str, data: dict, train_info: dict,

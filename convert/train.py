@@ -127,6 +127,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# Flags that say where things are, not how the model is trained (the seed has its own place).
+NOT_RECIPE = frozenset({"data", "weights", "output", "cache_dir", "negatives", "seed"})
+
+
+def recipe_flags(args: argparse.Namespace) -> list[str]:
+    """This run's training flags that differ from the defaults, as a command line gives them,
+    so that the model card's one command trains the same recipe again."""
+    defaults = vars(parse_args([]))
+    flags: list[str] = []
+    for key, value in vars(args).items():
+        if key in NOT_RECIPE or key not in defaults or value == defaults[key]:
+            continue
+        flag = "--" + key.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
+
+
 def build_augmenter(seed: int):
     # Works on [0, 255] pixels, before the [-1, 1] scaling. Poses are left/right symmetric,
     # so horizontal flips keep the label; vertical flips would not.
@@ -554,6 +571,7 @@ def train(args: argparse.Namespace) -> dict:
                               f"in-scope acceptance; patience {args.patience}, best checkpoint kept",
             "batch_size": args.batch_size,
             "seed": args.seed,
+            "flags": recipe_flags(args),
         },
         "train_images": len(train_items),
         "val_images": len(val_items),

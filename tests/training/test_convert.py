@@ -238,6 +238,18 @@ def test_verification_requires_agreement_on_clear_answers_and_tolerates_near_tie
 def test_the_cards_reproduce_command_carries_the_runs_seed():
     assert pipeline.reproduce_line({"seed": 43}).endswith("notop.h5 --seed 43`.")
     assert "--seed" not in pipeline.reproduce_line({})
+    line = pipeline.reproduce_line({"seed": 43, "flags": ["--lr-drop", "0.2", "--no-person-crop"]})
+    assert line.endswith("notop.h5 --seed 43 --lr-drop 0.2 --no-person-crop`.")
+
+
+def test_the_recipe_records_the_training_flags_that_differ_from_the_defaults():
+    from convert.train import parse_args, recipe_flags
+
+    assert recipe_flags(parse_args(["--seed", "43", "--output", "x.keras", "--cache-dir", ""])) == []
+    args = parse_args(["--seed", "43", "--lr-drop", "0.2", "--epochs-finetune", "24", "--no-person-crop",
+                       "--lr-finetune", "5e-5"])  # the last one is the default: not recorded
+    assert recipe_flags(args) == ["--epochs-finetune", "24", "--no-person-crop", "--lr-drop", "0.2"]
+    assert recipe_flags(parse_args(recipe_flags(args))) == recipe_flags(args)  # a command line again
 
 
 @pytest.mark.parametrize("drop", [1.0, 0.2])
