@@ -108,11 +108,10 @@ def images_of_build(log: Path) -> set[str]:
 def keep_only_build_cache(buildah: Buildah, used: set[str]) -> int:
     """Remove the untagged images the last build neither made nor reused; returns how many.
 
-    vfs keeps a full copy per image, so a kept build cache must be bounded. Pruning every
-    untagged image once a count is reached (as this did before) also dropped the steps the
-    next build would reuse, and the next emulated build then ran pip and zig under qemu
-    again (~9 min instead of ~1.5). Dropping only what the last build did not use keeps
-    exactly one build's cache.
+    vfs keeps a full copy per image, so a kept build cache must be bounded; pruning every
+    untagged image would drop the steps the next build reuses too, and that emulated build
+    would run pip and zig under qemu again (~9 min instead of ~1.5). Dropping only what the
+    last build did not use keeps exactly one build's cache.
     """
     removed = 0
     for image in json.loads(buildah("images", "--all", "--json") or "[]"):
