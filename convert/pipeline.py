@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yogapose.metadata import ModelMetadata, load_metadata, sha256_file, write_metadata
+from yogapose.metadata import ModelMetadata, Preprocessing, load_metadata, sha256_file, write_metadata
 
 from . import train as train_mod
 from .convert import (
@@ -237,15 +237,18 @@ def framing_section(ev: dict, before: dict | None) -> list[str]:
     return lines
 
 
-def reproduce_line(recipe: dict) -> str:
+def reproduce_line(recipe: dict, flip_below_margin: float = Preprocessing.flip_below_margin) -> str:
     """The card's one command that trains this model again: the run's seed is part of it
     (runs of the same recipe differ by a few points on the smallest class), and so is every
-    training flag the run set apart from the defaults (``convert.train.recipe_flags``)."""
+    flag set apart from the defaults: training's (``convert.train.recipe_flags``) and the
+    pipeline's own serving setting, the test-time flip's gate."""
     seed = recipe.get("seed")
-    flags = "".join(f" {flag}" for flag in recipe.get("flags", []))
+    flags = list(recipe.get("flags", []))
+    if flip_below_margin != Preprocessing.flip_below_margin:
+        flags += ["--flip-below-margin", f"{flip_below_margin:g}"]
     return ("Reproduce: `python -m convert.pipeline --weights "
             "../shared/weights/xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
-            + (f" --seed {seed}" if seed is not None else "") + flags + "`.")
+            + (f" --seed {seed}" if seed is not None else "") + "".join(f" {flag}" for flag in flags) + "`.")
 
 
 def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: str, data: dict, train_info: dict,
@@ -293,7 +296,7 @@ def model_card(meta: ModelMetadata, ev: dict, variants_table: list[dict], why: s
         ("- **preprocessing** (identical in training, evaluation, the bench and serving: one code path, "
          f"`yogapose.preprocess`, rendered here from the metadata): {describe_preprocessing(meta)}."),
         "",
-        reproduce_line(recipe),
+        reproduce_line(recipe, meta.preprocessing.flip_below_margin),
         "",
         *open_set_section(meta, ev, before),
         *framing_section(ev, before),
@@ -510,7 +513,6 @@ def main(argv: list[str] | None = None) -> int:
         train_json = Path(keras_path).with_suffix(".train.json")
         trained = json.loads(train_json.read_text()) if train_json.is_file() else {}
     info = training_info(trained)
-    from yogapose.metadata import Preprocessing
 
     prep = Preprocessing.from_dict(trained["preprocessing"]) if "preprocessing" in trained else Preprocessing()
     # A serving-time choice, not something training did: set here, whatever the record says.

@@ -240,6 +240,8 @@ def test_the_cards_reproduce_command_carries_the_runs_seed():
     assert "--seed" not in pipeline.reproduce_line({})
     line = pipeline.reproduce_line({"seed": 43, "flags": ["--lr-drop", "0.2", "--no-person-crop"]})
     assert line.endswith("notop.h5 --seed 43 --lr-drop 0.2 --no-person-crop`.")
+    assert pipeline.reproduce_line({"seed": 43}, 0.5).endswith("--seed 43`.")  # the default gate: no flag
+    assert pipeline.reproduce_line({"seed": 43}, 0.3).endswith("--seed 43 --flip-below-margin 0.3`.")
 
 
 def test_the_recipe_records_the_training_flags_that_differ_from_the_defaults():
