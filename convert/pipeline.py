@@ -40,7 +40,7 @@ from .convert import (
     sample_train_images,
     training_info,
 )
-from .data import class_names_of, file_sha256
+from .data import DEFAULT_MODEL_DIR, class_names_of, file_sha256
 from .evaluate import ServingPath, evaluate, framing, open_set_metrics, plot_confusion, report, wilson_interval
 from .openset import calibrate
 
@@ -377,7 +377,23 @@ def _top_confusion(metrics: dict, cls: str) -> str:
     return labels[int(np.argmax(row))]
 
 
-def provide_detector(prep, model_dir: Path, folder: Path) -> None:
+def ensure_detector(prep: Preprocessing, model_dir: Path, source_dir: Path = DEFAULT_MODEL_DIR) -> None:
+    """Put the person detector beside the model the run ships (the server loads it from there):
+    a fresh ``--model-dir`` gets a copy of the one set-up extracted into ``source_dir``, hash
+    checked, so a run that trained for an hour does not end on a missing file."""
+    crop = prep.person_crop
+    if crop is None or (model_dir / crop.detector_file).is_file():
+        return
+    src = source_dir / crop.detector_file
+    if not src.is_file() or sha256_file(src) != crop.detector_sha256:
+        raise SystemExit(f"pipeline: the person detector {crop.detector_file} (sha256 {crop.detector_sha256[:12]}…) "
+                         f"is in neither {model_dir} nor {source_dir}; extract it with "
+                         f"`.venv/bin/python localtools/assets.py --model-dir {source_dir}` (bash .ci/setup does)")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, model_dir / crop.detector_file)
+
+
+def provide_detector(prep: Preprocessing, model_dir: Path, folder: Path) -> None:
     """Copy the person detector next to models evaluated outside ``model_dir`` (the server
     looks for it beside the model; it checks the sha256 on load)."""
     crop = prep.person_crop
@@ -526,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     info.setdefault("training", {})["manifest_sha256"] = file_sha256(args.data / "manifest.csv")
 
     variants_dir = build / "variants"
+    ensure_detector(prep, args.model_dir)
     for folder in (variants_dir, build / "rejected"):
         provide_detector(prep, args.model_dir, folder)
     evals: dict[str, dict] = {}

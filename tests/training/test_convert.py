@@ -244,6 +244,29 @@ def test_the_cards_reproduce_command_carries_the_runs_seed():
     assert pipeline.reproduce_line({"seed": 43}, 0.3).endswith("--seed 43 --flip-below-margin 0.3`.")
 
 
+def test_a_fresh_model_dir_gets_the_person_detector_set_up_extracted(tmp_path):
+    import hashlib
+    from dataclasses import replace
+
+    from yogapose.metadata import PersonCrop
+
+    blob = b"detector flatbuffer"
+    crop = PersonCrop(detector_file="det.tflite", detector_sha256=hashlib.sha256(blob).hexdigest())
+    prep = replace(PREP, person_crop=crop)
+    source, fresh = tmp_path / "model", tmp_path / "runs" / "x" / "model"
+    with pytest.raises(SystemExit, match="localtools/assets.py"):  # nowhere yet: a clear message
+        pipeline.ensure_detector(prep, fresh, source)
+    source.mkdir()
+    (source / "det.tflite").write_bytes(b"another file")
+    with pytest.raises(SystemExit, match="in neither"):  # not the pinned one
+        pipeline.ensure_detector(prep, fresh, source)
+    (source / "det.tflite").write_bytes(blob)
+    pipeline.ensure_detector(prep, fresh, source)
+    assert (fresh / "det.tflite").read_bytes() == blob
+    pipeline.ensure_detector(PREP, tmp_path / "none", source)  # a model without a person crop needs none
+    assert not (tmp_path / "none").exists()
+
+
 def test_the_recipe_records_the_training_flags_that_differ_from_the_defaults():
     from convert.train import parse_args, recipe_flags
 
