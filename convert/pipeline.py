@@ -386,9 +386,10 @@ def ensure_detector(prep: Preprocessing, model_dir: Path, source_dir: Path = DEF
         return
     src = source_dir / crop.detector_file
     if not src.is_file() or sha256_file(src) != crop.detector_sha256:
-        raise SystemExit(f"pipeline: the person detector {crop.detector_file} (sha256 {crop.detector_sha256[:12]}…) "
-                         f"is in neither {model_dir} nor {source_dir}; extract it with "
-                         f"`.venv/bin/python localtools/assets.py --model-dir {source_dir}` (bash .ci/setup does)")
+        raise SystemExit(f"pipeline: neither {model_dir} nor {source_dir} holds the person detector "
+                         f"{crop.detector_file} the metadata pins (sha256 {crop.detector_sha256[:12]}…); "
+                         f"extract it with `.venv/bin/python localtools/assets.py --model-dir {source_dir}` "
+                         "(bash .ci/setup does)")
     model_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, model_dir / crop.detector_file)
 
