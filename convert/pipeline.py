@@ -377,33 +377,22 @@ def _top_confusion(metrics: dict, cls: str) -> str:
     return labels[int(np.argmax(row))]
 
 
-def ensure_detector(prep: Preprocessing, model_dir: Path, source_dir: Path = DEFAULT_MODEL_DIR) -> None:
-    """Put the person detector beside the model the run ships (the server loads it from there):
-    a fresh ``--model-dir`` gets a copy of the one set-up extracted into ``source_dir``, hash
-    checked, so a run that trained for an hour does not end on a missing file."""
+def ensure_detector(prep: Preprocessing, folder: Path, source_dir: Path = DEFAULT_MODEL_DIR) -> None:
+    """Put the person detector in ``folder`` (the server loads it from beside a model): the
+    ``--model-dir`` the run ships to, which gets the one set-up extracted into ``model/``, and
+    the build folders whose variants are evaluated, which get the ship folder's. Hash checked
+    when copied, so a run that trained for an hour does not end on a missing file."""
     crop = prep.person_crop
-    if crop is None or (model_dir / crop.detector_file).is_file():
+    if crop is None or (folder / crop.detector_file).is_file():
         return
     src = source_dir / crop.detector_file
     if not src.is_file() or sha256_file(src) != crop.detector_sha256:
-        raise SystemExit(f"pipeline: neither {model_dir} nor {source_dir} holds the person detector "
+        raise SystemExit(f"pipeline: neither {folder} nor {source_dir} holds the person detector "
                          f"{crop.detector_file} the metadata pins (sha256 {crop.detector_sha256[:12]}…); "
                          f"extract it with `.venv/bin/python localtools/assets.py --model-dir {source_dir}` "
                          "(bash .ci/setup does)")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, model_dir / crop.detector_file)
-
-
-def provide_detector(prep: Preprocessing, model_dir: Path, folder: Path) -> None:
-    """Copy the person detector next to models evaluated outside ``model_dir`` (the server
-    looks for it beside the model; it checks the sha256 on load)."""
-    crop = prep.person_crop
-    if crop is None:
-        return
     folder.mkdir(parents=True, exist_ok=True)
-    src, dst = model_dir / crop.detector_file, folder / crop.detector_file
-    if not dst.is_file():
-        shutil.copyfile(src, dst)
+    shutil.copyfile(src, folder / crop.detector_file)
 
 
 def calibrate_variant(model_path: Path, ev: dict) -> None:
@@ -545,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     variants_dir = build / "variants"
     ensure_detector(prep, args.model_dir)
     for folder in (variants_dir, build / "rejected"):
-        provide_detector(prep, args.model_dir, folder)
+        ensure_detector(prep, folder, args.model_dir)
     evals: dict[str, dict] = {}
     table: list[dict] = []
     for variant in [v for v in args.variants.split(",") if v]:
