@@ -142,7 +142,12 @@ def describe_preprocessing(meta: ModelMetadata) -> str:
             f"image decoded at >= {crop.decode_min_side} px a side; detections scoring >= {crop.min_score}, weighted "
             f"NMS at IoU {crop.nms_iou}; {crop.to_dict()['policy']}; body-circle scale {crop.scale}; windows of "
             f"{crop.tile_fraction:.0%} of the shorter side ({crop.tile_overlap:.0%} overlap) when that is "
-            f">= {crop.tile_min_side} px; candidates {crop.candidates}, search_min_side {crop.search_min_side} px, "
+            f">= {crop.tile_min_side} px"
+            + (", a window's body kept only if its mid-hip is inside the window" if crop.hip_in_window else "")
+            + (f", then windows of {crop.fine_tile_fraction:.0%} when nobody is found" if crop.fine_tile_fraction > 0
+               else "")
+            + f" (a pass needing more than {crop.max_windows} windows is skipped)"
+            + f"; candidates {crop.candidates}, search_min_side {crop.search_min_side} px, "
             f"search_below {crop.search_below:g} (training crops are the detector's pick alone: 1 candidate); "
             + ("the square kept where it leaves the image, the image's edge pixels repeated there (proportions "
                "kept)" if crop.outside == "edge" else "the square clipped to the image (then stretched)")

@@ -45,6 +45,20 @@ class PersonCrop:
     tile_fraction: float = 0.75
     tile_overlap: float = 0.5
     tile_min_side: int = 224
+    # A window's detection counts only if its mid-hip keypoint lies inside that window: one
+    # whose hip is outside is a body the detector extrapolated from a part at the window's
+    # edge (framing 40 %: about 20 of the 37 photos lost had such a "body", 5-36x the person).
+    hip_in_window: bool = True
+    # Third look, for a person smaller still: when neither the whole image nor those windows
+    # show anyone, windows of this fraction of the shorter side (when that is at least
+    # ``tile_min_side`` pixels; 0 disables it). Framing 40 %, same weights: macro recall
+    # 0.878 -> 0.920 with ``hip_in_window`` (0.883 with either alone). Costs more detector
+    # invokes only on photos where nobody was found.
+    fine_tile_fraction: float = 0.5
+    # A window pass that would need more windows than this is skipped: only a panorama gets
+    # there (4:3 needs 6 and 12, 2:1 10 and 24), and one detector invoke per window would let
+    # a 20000x500 image cost ~700 invokes (~10 s). Bounds a request at 1 + 2 x this invokes.
+    max_windows: int = 24
     # Up to this many detected bodies (most confident first) are classified and the one that
     # looks most like one of the six poses (the open-set score) is answered for; 1 = the
     # detector's pick alone (the largest body). On wide shots the detector's pick is often a
@@ -84,13 +98,19 @@ class PersonCrop:
             "tile_fraction": self.tile_fraction,
             "tile_overlap": self.tile_overlap,
             "tile_min_side": self.tile_min_side,
+            "hip_in_window": self.hip_in_window,
+            "fine_tile_fraction": self.fine_tile_fraction,
+            "max_windows": self.max_windows,
             "candidates": self.candidates,
             "search_min_side": self.search_min_side,
             "search_below": self.search_below,
             "outside": self.outside,
             "policy": "bodies detected in the whole image (and, when it finds nobody, or the photo's "
                       "shorter side is >= search_min_side and its largest body is narrower than search_below x "
-                      "the longer side, in overlapping windows); the `candidates` most "
+                      "the longer side, in overlapping windows; a window's body counts only if its mid-hip is "
+                      "inside the window (hip_in_window); nobody in the image or the windows: smaller windows, "
+                      "fine_tile_fraction of the shorter side; a pass needing more than max_windows windows is "
+                      "skipped); the `candidates` most "
                       "confident are classified and the one most in scope (open-set score) answers (with 1: "
                       "the largest body, else the most confident in the windows); region: square around the "
                       "mid-hip keypoint, side = body-circle diameter x scale (where it leaves the image: "
@@ -110,6 +130,10 @@ class PersonCrop:
             tile_fraction=float(d["tile_fraction"]),
             tile_overlap=float(d["tile_overlap"]),
             tile_min_side=int(d["tile_min_side"]),
+            # absent: a model from before the options (windows as they were then)
+            hip_in_window=bool(d.get("hip_in_window", False)),
+            fine_tile_fraction=float(d.get("fine_tile_fraction", 0.0)),
+            max_windows=int(d.get("max_windows", cls.max_windows)),  # a safety bound: on whatever the record
             candidates=int(d.get("candidates", cls.candidates)),
             search_min_side=int(d.get("search_min_side", cls.search_min_side)),
             search_below=float(d.get("search_below", cls.search_below)),

@@ -6,6 +6,7 @@ the person region and windows, and the real detector on a real photo and a blank
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -235,11 +236,16 @@ def test_edge_crop_keeps_proportions_and_repeats_the_edge_where_the_square_leave
         PersonCrop(outside="wrap")
 
 
-@pytest.mark.parametrize("size", [(1200, 900), (900, 1200), (400, 400), (1001, 333)])
-def test_tiles_cover_the_image_with_flush_edges(size):
+@pytest.mark.parametrize("fraction", [0.75, 0.5])
+@pytest.mark.parametrize("size", [(1200, 900), (900, 1200), (400, 400), (1001, 333), (600, 450)])
+def test_tiles_cover_the_image_with_flush_edges(size, fraction):
     w, h = size
-    windows = tiles(w, h, 0.75, 0.5)
-    side = int(min(w, h) * 0.75)
+    windows = tiles(w, h, fraction, 0.5)
+    side = int(min(w, h) * fraction)
+    step = int(side * 0.5)
+    for starts in ({x0 for x0, *_ in windows}, {y0 for _, y0, *_ in windows}):
+        gaps = np.diff(sorted(starts))
+        assert (gaps >= step / 2).all(), sorted(starts)  # no near-copies of a window
     covered = np.zeros((h, w), bool)
     for x0, y0, x1, y1 in windows:
         assert x1 - x0 == side == y1 - y0
@@ -311,6 +317,70 @@ def test_find_people_offers_the_small_person_too(detector, shared_dir):
     assert [b.score for b in offered] == sorted((b.score for b in offered), reverse=True)
     assert any(_centre_in(b, small) for b in offered), offered  # found in the windows
     assert any(_centre_in(b, big) for b in offered)
+
+
+def _small_person_in_an_empty_scene(shared_dir: Path) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A 600x450 park scene with a tree pose pasted 180 px tall (40 % of the height, as in
+    the framing test); returns the image and where the photo went."""
+    with Image.open(shared_dir / "data" / "yoga" / "val" / "tree" / "115aacca04622e86.jpg") as im:
+        photo = im.convert("RGB").resize((112, 180))
+    with Image.open(shared_dir / "data" / "negatives" / "val" / "no_person" / "5f43e9d137a17e7b.jpg") as im:
+        canvas = im.convert("RGB").resize((600, 450))
+    canvas.paste(photo, (185, 155))
+    return canvas, (185, 155, 185 + 112, 155 + 180)
+
+
+def test_window_bodies_need_their_hip_inside_then_smaller_windows_find_the_person(detector, shared_dir):
+    img, placed = _small_person_in_an_empty_scene(shared_dir)
+    assert detector.detect(img) == []  # nobody in the whole image
+    # Without the rule, a window offers a "body" extrapolated from its edge: the crop would
+    # be the whole frame, the person a small part of it.
+    loose = PersonDetector(DETECTOR, replace(detector.config, hip_in_window=False, fine_tile_fraction=0.0))
+    (bogus,) = loose.find_people(img, 1)
+    assert not _centre_in(bogus, placed) and bogus.right - bogus.left > 3 * (placed[2] - placed[0])
+    # With it, the coarse windows show nobody and the finer ones find the tree.
+    coarse_only = PersonDetector(DETECTOR, replace(detector.config, fine_tile_fraction=0.0))
+    assert coarse_only.find_people(img, 3) == []
+    found = detector.find_people(img, 3)
+    assert found and all(_centre_in(b, placed) for b in found), found
+    assert all(b.right - b.left <= 2 * (placed[2] - placed[0]) for b in found)
+
+
+def test_a_panorama_is_not_searched_in_windows(detector, monkeypatch):
+    """A window pass costs one invoke per window: an image so elongated that a pass needs more
+    than max_windows is not searched, so a 6000x600 image with nobody costs 1 invoke, not 170."""
+    cfg = detector.config
+    wide = Image.new("RGB", (6000, 600), (128, 128, 128))
+    assert len(tiles(6000, 600, cfg.tile_fraction, cfg.tile_overlap)) > cfg.max_windows
+    two_to_one = Image.new("RGB", (1200, 600), (128, 128, 128))
+    calls: list[tuple[int, int]] = []
+    real = detector.detect
+    monkeypatch.setattr(detector, "detect", lambda im: calls.append(im.size) or real(im))
+    assert detector.find_people(wide, 3) == []
+    assert calls == [wide.size]
+    calls.clear()
+    assert detector.find_people(two_to_one, 3) == []  # searched: both passes, within the bound
+    expected = 1 + sum(len(tiles(1200, 600, f, cfg.tile_overlap)) for f in (cfg.tile_fraction, cfg.fine_tile_fraction))
+    assert len(calls) == expected <= 1 + 2 * cfg.max_windows
+
+
+def test_hip_inside_is_the_region_centre_in_the_window():
+    from yogapose.person import _hip_inside
+    box = PersonBox(0, 0, 10, 10, 0.9, (50.0, 60.0, 40.0))
+    assert _hip_inside(box, (0, 0, 100, 100))
+    assert not _hip_inside(box, (0, 0, 40, 100))
+    assert not _hip_inside(box, (0, 70, 100, 200))
+
+
+def test_a_record_from_before_the_window_rules_keeps_the_old_search():
+    d = PersonCrop().to_dict()
+    assert PersonCrop.from_dict(d) == PersonCrop()
+    assert (PersonCrop().hip_in_window, PersonCrop().fine_tile_fraction) == (True, 0.5)
+    for key in ("hip_in_window", "fine_tile_fraction", "max_windows"):
+        del d[key]
+    old = PersonCrop.from_dict(d)
+    assert (old.hip_in_window, old.fine_tile_fraction) == (False, 0.0)
+    assert old.max_windows == PersonCrop.max_windows  # a safety bound applies whatever the record
 
 
 def test_small_photos_are_not_searched_in_windows(detector, shared_dir, monkeypatch):
