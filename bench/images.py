@@ -4,6 +4,9 @@
 * ``phone-12mp.jpg``: a validation photo upscaled to 4000x3000 plus sensor-like noise, JPEG q=90, stored sideways
   with EXIF Orientation=6 like a phone held upright: the worst case we expect per request.
 * ``alpha.png``: an RGBA PNG (the photo with a transparent border), the alpha-compositing path.
+* ``wide-nobody.jpg``: the first ``no_person`` val photo of ``../shared/data/negatives`` (a dog) at
+  1200x900, JPEG q=90: nobody for the detector to find, so every window pass runs (the person
+  crop's worst case: 1 + 6 + 12 detector invokes), and the answer is "no person".
 
 Nothing from ``../shared`` is ever committed: the files are rebuilt on demand.
 """
@@ -16,8 +19,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = (REPO / ".." / "shared" / "data" / "yoga").resolve()
+NEGATIVES = (REPO / ".." / "shared" / "data" / "negatives").resolve()
 OUT = REPO / "build" / "bench" / "images"
-IMAGE_NAMES = ("photo-300.jpg", "phone-12mp.jpg", "alpha.png")
+IMAGE_NAMES = ("photo-300.jpg", "phone-12mp.jpg", "alpha.png", "wide-nobody.jpg")
 
 
 def _manifest_rows(split: str = "val") -> list[dict[str, str]]:
@@ -51,7 +55,7 @@ def _pick_sources() -> tuple[Path, Path]:
 
 
 def ensure_images(out: Path = OUT) -> dict[str, Path]:
-    """Create the three images if missing; return name -> path."""
+    """Create the images if missing; return name -> path."""
     from PIL import Image, ImageChops
 
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +85,13 @@ def ensure_images(out: Path = OUT) -> dict[str, Path]:
     alpha.paste(255, (w // 10, h // 10, w - w // 10, h - h // 10))
     rgba.putalpha(alpha)
     rgba.save(paths["alpha.png"], "PNG")
+
+    with open(NEGATIVES / "manifest.csv", newline="", encoding="utf-8") as f:
+        scenes = sorted(r["file"] for r in csv.DictReader(f)
+                        if r["split"] == "val" and r["category"] == "no_person" and r["kind"] == "photo")
+    with Image.open(NEGATIVES / scenes[0]) as src:
+        wide = src.convert("RGB").resize((1200, 900), Image.Resampling.BICUBIC)
+    wide.save(paths["wide-nobody.jpg"], "JPEG", quality=90)
     return paths
 
 

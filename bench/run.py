@@ -69,11 +69,11 @@ class Plan:
         self.quick, self.repeat = quick, repeat
         if quick:
             self.cold_runs, self.keras_cold_runs, self.cold_discard = 1, 1, 0
-            self.runs = {"photo-300.jpg": 3, "phone-12mp.jpg": 2, "alpha.png": 3}
+            self.runs = {"photo-300.jpg": 3, "phone-12mp.jpg": 2, "alpha.png": 3, "wide-nobody.jpg": 2}
             self.budget_s, self.infer_runs, self.fetch_runs = 0.5, 3, 3
         else:
             self.cold_runs, self.keras_cold_runs, self.cold_discard = 7, 3, 1
-            self.runs = {"photo-300.jpg": 40, "phone-12mp.jpg": 20, "alpha.png": 30}
+            self.runs = {"photo-300.jpg": 40, "phone-12mp.jpg": 20, "alpha.png": 30, "wide-nobody.jpg": 20}
             self.budget_s, self.infer_runs, self.fetch_runs = 2.5, 40, 20
         if repeat != 1.0:
             def more(n: int) -> int:

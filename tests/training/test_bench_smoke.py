@@ -56,7 +56,7 @@ def test_quick_bench_prints_every_table(tiny_model: Path, tmp_path: Path) -> Non
     for extra in [c for c in results["configs"] if c.get("cold_only")]:  # the no-.pyc cold start
         assert extra["cold"]["n"] == 1, extra["cold"]
     assert cfg["cold"]["n"] == 1 and cfg["cold"]["answer"][0] in cfg_labels(results)
-    assert set(cfg["warm"]["images"]) == {"photo-300.jpg", "phone-12mp.jpg", "alpha.png"}
+    assert set(cfg["warm"]["images"]) == {"photo-300.jpg", "phone-12mp.jpg", "alpha.png", "wide-nobody.jpg"}
     for res in cfg["warm"]["images"].values():
         assert res["handler_b64"]["n"] >= 1 and res["answer"][0] in cfg_labels(results)
     assert results["models"]["shipped"]["flops"]["flops"] > 0
