@@ -177,7 +177,11 @@ def open_set_section(meta: ModelMetadata, ev: dict, before: dict | None) -> list
          f"accepts a photo when its **{o.score}** score is at least **{o.threshold:.6g}** (both from "
          "`yoga-pose.json`, field `open_set`); otherwise the detailed answer says `pose: null` with "
          "`reason: \"no_person\"` (the detector found nobody) or `\"out_of_scope\"`. The threshold was chosen on "
-         "val so that at least 95 % of the real in-scope val photos are accepted; the six-key answer is unchanged."),
+         "val so that at least 95 % of the real in-scope val photos are accepted; the six-key answer is unchanged."
+         + (f" A photo in which the detector finds nobody is accepted only if, besides, its most likely pose has a "
+            f"calibrated probability of at least **{o.no_person_min_confidence:g}** (`no_person_min_confidence`: "
+            "with no person to look at, a model unsure among the six is not seeing a pose; a plain grey image "
+            "otherwise passes the score)." if o.no_person_min_confidence > 0 else "")),
         "",
         "| measure (val, through the serving path) | today's model (before) | this model |",
         "|---|---:|---:|",

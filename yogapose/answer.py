@@ -8,8 +8,10 @@ Nothing else in the code base hard-codes them.
   summing to 1 — the softmax of the six logits (divided by the temperature), or for a model
   that outputs probabilities, those renormalised.
 * The **detailed answer** (opt-in): ``pose`` (a label, or None when the verdict rejects the
-  photo), ``confidence`` (the calibrated probability of that pose; for a rejected photo, of
-  the most likely of the six), ``reason`` (None, ``"no_person"`` or ``"out_of_scope"``),
+  photo: its open-set score is below the threshold, or nobody was found in it and no pose is
+  more likely than ``no_person_min_confidence``), ``confidence`` (the calibrated probability
+  of that pose; for a rejected photo, of the most likely of the six), ``reason`` (None,
+  ``"no_person"`` or ``"out_of_scope"``),
   ``probabilities`` (calibrated: the six sum to 1 minus the probability that the photo shows
   none of them) and ``person`` (the crop box, or None).
 """
@@ -138,6 +140,7 @@ def build(raw: np.ndarray, meta: ModelMetadata, person: dict[str, float] | None,
     reason = None
     if meta.open_set is not None:
         s = open_set_score(out, n, meta.open_set.score, meta.open_set.temperature)
-        if s < meta.open_set.threshold:
-            reason = NO_PERSON if (detector_used and person is None) else OUT_OF_SCOPE
+        nobody = detector_used and person is None
+        if s < meta.open_set.threshold or (nobody and calibrated[best] < meta.open_set.no_person_min_confidence):
+            reason = NO_PERSON if nobody else OUT_OF_SCOPE
     return Answer(probabilities, calibrated, None if reason else best, calibrated[best], reason, person, out)

@@ -247,7 +247,8 @@ def test_function_url_details_query_off_and_bad(model_with, handler_, event):
 def test_health_names_the_open_set_method_and_threshold(model_with, handler_, event):
     model_with(0.42)
     body = json.loads(handler_(event("function_url_get_health"), None)["body"])
-    assert body["open_set"] == {"method": "test", "score": "max_softmax", "temperature": 1.0, "threshold": 0.42}
+    assert body["open_set"] == {"method": "test", "score": "max_softmax", "temperature": 1.0, "threshold": 0.42,
+                                "no_person_min_confidence": 0.0}  # absent from this metadata: no such rule
 
 
 def test_verdicts_are_counted_in_the_log_line(model_with, handler_, log_stream):

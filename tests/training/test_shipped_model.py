@@ -112,6 +112,28 @@ def test_open_set_verdict_on_val_photos(shipped_handler, sample, shared_dir):
     assert reasons <= {"out_of_scope", "no_person"}
 
 
+@pytest.mark.parametrize("fill", ["grey", "noise"])
+def test_a_blank_or_noise_image_is_no_person(shipped_handler, fill):
+    """Nothing to see: no person is found and the model is no more than guessing among the six
+    (its outlier output never saw such images: it does not fire), so the verdict is no_person,
+    not "cobra at 14 %"."""
+    if load_metadata(SHIPPED).open_set is None:
+        pytest.skip("the shipped model has no open-set verdict")
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = (np.full((450, 600, 3), 128, np.uint8) if fill == "grey"
+              else rng.integers(0, 256, (450, 600, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    result = shipped_handler({"image": b64(buf.getvalue()), "details": True}, None)
+    assert (result["pose"], result["reason"], result["person"]) == (None, "no_person", None), result
+    assert result["confidence"] < 0.5
+
+
 def test_a_small_person_in_a_wide_shot_is_found(shipped_handler, sample, shared_dir):
     """Person first: a val photo pasted at 40 % of a 1200x900 scene's height is still found
     and classified as well as the model card's framing test says, on average."""

@@ -61,3 +61,23 @@ def test_only_crops_whose_top_two_outputs_are_close_are_unsure():
     probs = dataclasses.replace(probs, preprocessing=Preprocessing(flip_below_margin=0.5))
     assert unsure(np.array([0.5, 0.3, 0.05, 0.05, 0.05, 0.05]), probs)
     assert not unsure(np.array([0.9, 0.02, 0.02, 0.02, 0.02, 0.02]), probs)
+
+
+def test_nobody_found_and_no_pose_more_likely_than_not_is_no_person():
+    """A plain grey image: the outlier output does not fire (1 - P(other) is high) but the six
+    are a near-uniform guess. Without a person that is no pose; with one, the open-set score
+    alone decides (an unsure but in-scope answer keeps its pose)."""
+    m = meta(OpenSet(method="t", score="not_outlier", temperature=1.0, threshold=0.5))
+    assert m.open_set is not None and m.open_set.no_person_min_confidence == 0.5
+    flat = np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0], np.float32)
+    box = {"x": 0.1, "y": 0.1, "width": 0.5, "height": 0.5, "score": 0.9}
+    grey = build(flat, m, None, True)
+    assert (grey.pose, grey.reason) == (None, "no_person") and grey.confidence < 0.5
+    assert build(flat, m, box, True).reason is None  # a person: in scope, unsure, pose kept
+    assert build(flat, m, None, False).reason is None  # no detector: the score alone
+    sure = build(logits(4.0, -2.0), m, None, True)
+    assert (sure.pose, sure.reason) == ("chair", None) and sure.confidence >= 0.5
+    # A model whose metadata predates the rule keeps its verdicts.
+    old = meta(OpenSet.from_dict({"method": "t", "score": "not_outlier", "temperature": 1.0, "threshold": 0.5}))
+    assert build(flat, old, None, True).reason is None
+    assert OpenSet.from_dict(m.open_set.to_dict()) == m.open_set
