@@ -36,6 +36,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from convert.convert import DEFAULT_MAX_DIFF, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_OVERALL_AGREEMENT, Verification
+from localtools.assets import copy_detector
 from yogapose.metadata import load_metadata, sha256_file, write_metadata
 
 REPO = Path(__file__).resolve().parent.parent
@@ -198,7 +199,8 @@ def float32_copy(shipped: Path, cache: Path = CACHE, log: Any = print) -> tuple[
     out = cache / f"float32-of-{key}" / "yoga-pose-float32.tflite"
     report = out.with_name("agreement.json")
     if out.exists() and report.exists():
-        _copy_detector(meta, shipped.parent, out.parent)
+        if (missing := _copy_detector(meta, shipped.parent, out.parent)) is not None:
+            return None, f"no float32 copy of the shipped model: {missing}"
         checked = json.loads(report.read_text())
         return out, f"cached {_shown(out)}: {checked['text']}"
     try:
@@ -211,7 +213,9 @@ def float32_copy(shipped: Path, cache: Path = CACHE, log: Any = print) -> tuple[
     path = tmp / out.name
     path.write_bytes(data)
     write_metadata(_float_metadata(meta, path, digest), path)
-    _copy_detector(meta, shipped.parent, tmp)
+    if (missing := _copy_detector(meta, shipped.parent, tmp)) is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, f"no float32 copy of the shipped model: {missing}"
     log(f"derived {n} float32 weight tensors from {shipped.name}; verifying")
     agreement = verify(shipped, path, val_images(), "val photos")
     if not agreement.ok:
@@ -228,13 +232,14 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
 
 
-def _copy_detector(meta: Any, src_dir: Path, dst_dir: Path) -> None:
-    """The person detector the metadata names sits beside the model: beside the copy too."""
+def _copy_detector(meta: Any, src_dir: Path, dst_dir: Path) -> str | None:
+    """The person detector the metadata names sits beside the model: beside the copy too
+    (hash checked by :func:`localtools.assets.copy_detector`, the pipeline's helper too).
+    Returns why not, or None."""
     crop = getattr(meta.preprocessing, "person_crop", None)
-    if crop is None or (dst_dir / crop.detector_file).exists():
-        return
-    if (src_dir / crop.detector_file).exists():
-        shutil.copyfile(src_dir / crop.detector_file, dst_dir / crop.detector_file)
+    if crop is None or copy_detector(crop.detector_file, crop.detector_sha256, dst_dir, src_dir):
+        return None
+    return f"{src_dir} does not hold the person detector the metadata pins ({crop.detector_file}): run bash .ci/setup"
 
 
 def _float_metadata(meta: Any, path: Path, shipped_digest: str) -> Any:

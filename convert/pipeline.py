@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from localtools.assets import copy_detector
 from yogapose.metadata import ModelMetadata, Preprocessing, load_metadata, sha256_file, write_metadata
 
 from . import train as train_mod
@@ -392,16 +393,12 @@ def ensure_detector(prep: Preprocessing, folder: Path, source_dir: Path = DEFAUL
     the build folders whose variants are evaluated, which get the ship folder's. Hash checked
     when copied, so a run that trained for an hour does not end on a missing file."""
     crop = prep.person_crop
-    if crop is None or (folder / crop.detector_file).is_file():
+    if crop is None or copy_detector(crop.detector_file, crop.detector_sha256, folder, source_dir):
         return
-    src = source_dir / crop.detector_file
-    if not src.is_file() or sha256_file(src) != crop.detector_sha256:
-        raise SystemExit(f"pipeline: neither {folder} nor {source_dir} holds the person detector "
-                         f"{crop.detector_file} the metadata pins (sha256 {crop.detector_sha256[:12]}…); "
-                         f"extract it with `.venv/bin/python localtools/assets.py --model-dir {source_dir}` "
-                         "(bash .ci/setup does)")
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, folder / crop.detector_file)
+    raise SystemExit(f"pipeline: neither {folder} nor {source_dir} holds the person detector "
+                     f"{crop.detector_file} the metadata pins (sha256 {crop.detector_sha256[:12]}…); "
+                     f"extract it with `.venv/bin/python localtools/assets.py --model-dir {source_dir}` "
+                     "(bash .ci/setup does)")
 
 
 def calibrate_variant(model_path: Path, ev: dict) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,21 @@ def wanted(model_dir: Path) -> tuple[str, str] | None:
         if crop:
             return str(crop["detector_file"]), str(crop["detector_sha256"])
     return None
+
+
+def copy_detector(name: str, digest: str, folder: Path, source_dir: Path) -> bool:
+    """Put the pinned detector ``name`` in ``folder`` (the server loads it from beside a
+    model) from ``source_dir``, hash checked. True when ``folder`` has it afterwards; False
+    when ``source_dir`` does not hold the pinned file (extract it there first: ``main``)."""
+    target = folder / name
+    if target.is_file():
+        return True
+    src = source_dir / name
+    if not src.is_file() or sha256_of(src) != digest:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, target)
+    return True
 
 
 def fetch_detector(model_dir: Path) -> Path | None:

@@ -102,6 +102,7 @@ def test_float16_weights_widened_in_place_of_their_dequantize_ops() -> None:
 
 def test_copy_is_cached_with_its_metadata_and_the_person_detector(tmp_path: Path, monkeypatch) -> None:
     """Plumbing of float32_copy: verified once, cached by digest, detector beside it."""
+    import hashlib
     import json
     import shutil
 
@@ -113,7 +114,8 @@ def test_copy_is_cached_with_its_metadata_and_the_person_detector(tmp_path: Path
     shipped.parent.mkdir()
     shutil.copyfile(SHIPPED, shipped)
     meta = json.loads(SHIPPED.with_suffix(".json").read_text())
-    meta["preprocessing"]["person_crop"] = PersonCrop(detector_file="det.tflite").to_dict()
+    pinned = hashlib.sha256(b"detector").hexdigest()
+    meta["preprocessing"]["person_crop"] = PersonCrop(detector_file="det.tflite", detector_sha256=pinned).to_dict()
     shipped.with_suffix(".json").write_text(json.dumps(meta))
     (shipped.parent / "det.tflite").write_bytes(b"detector")
     calls = []
@@ -128,6 +130,11 @@ def test_copy_is_cached_with_its_metadata_and_the_person_detector(tmp_path: Path
     assert (made.parent / "det.tflite").read_bytes() == b"detector"
     again, note = f32.float32_copy(shipped, cache=tmp_path / "cache", log=lambda _m: None)
     assert again == made and note.startswith("cached") and len(calls) == 1  # verified once
+    # A detector that is not the pinned file is not copied: no float32 copy, and the note says why.
+    (shipped.parent / "det.tflite").write_bytes(b"another detector")
+    refused, note = f32.float32_copy(shipped, cache=tmp_path / "other-cache", log=lambda _m: None)
+    assert refused is None and "person detector" in note, note
+    assert not list((tmp_path / "other-cache").glob("*/det.tflite"))
 
 
 def test_a_copy_that_disagrees_is_refused_and_not_cached(tmp_path: Path, monkeypatch) -> None:
