@@ -56,8 +56,9 @@ class PersonCrop:
     # invokes only on photos where nobody was found.
     fine_tile_fraction: float = 0.5
     # A window pass that would need more windows than this is skipped: only a panorama gets
-    # there (4:3 needs 6 and 12, 2:1 10 and 24), and one detector invoke per window would let
-    # a 20000x500 image cost ~700 invokes (~10 s). Bounds a request at 1 + 2 x this invokes.
+    # there (the two passes need 6 and 12 windows at 4:3, 8 and 18 at 16:9, 8 and 21 at 2:1;
+    # the finer one is skipped from about 2.5:1), and one detector invoke per window would
+    # let a 20000x500 image cost ~700 invokes (~10 s). Bounds a request at 1 + 2 x this.
     max_windows: int = 24
     # Up to this many detected bodies (most confident first) are classified and the one that
     # looks most like one of the six poses (the open-set score) is answered for; 1 = the
