@@ -24,8 +24,8 @@ OUT = REPO / "build" / "bench" / "images"
 IMAGE_NAMES = ("photo-300.jpg", "phone-12mp.jpg", "alpha.png", "wide-nobody.jpg")
 
 
-def _manifest_rows(split: str = "val") -> list[dict[str, str]]:
-    with open(DATA / "manifest.csv", newline="", encoding="utf-8") as f:
+def _manifest_rows(split: str = "val", root: Path = DATA) -> list[dict[str, str]]:
+    with open(root / "manifest.csv", newline="", encoding="utf-8") as f:
         return [r for r in csv.DictReader(f) if r["split"] == split]
 
 
@@ -86,9 +86,8 @@ def ensure_images(out: Path = OUT) -> dict[str, Path]:
     rgba.putalpha(alpha)
     rgba.save(paths["alpha.png"], "PNG")
 
-    with open(NEGATIVES / "manifest.csv", newline="", encoding="utf-8") as f:
-        scenes = sorted(r["file"] for r in csv.DictReader(f)
-                        if r["split"] == "val" and r["category"] == "no_person" and r["kind"] == "photo")
+    scenes = sorted(r["file"] for r in _manifest_rows("val", NEGATIVES)
+                    if r["category"] == "no_person" and r["kind"] == "photo")
     with Image.open(NEGATIVES / scenes[0]) as src:
         wide = src.convert("RGB").resize((1200, 900), Image.Resampling.BICUBIC)
     wide.save(paths["wide-nobody.jpg"], "JPEG", quality=90)
