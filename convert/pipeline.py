@@ -422,6 +422,21 @@ def calibrate_variant(model_path: Path, ev: dict) -> None:
     ev["calibration"] = evidence
 
 
+def stage_model(current: Path, folder: Path) -> Path:
+    """Copy a shipped model, its metadata and the person detector it pins into ``folder``
+    (the server loads the detector from beside the model): the detector beside ``current``,
+    else the one set-up extracted into model/, hash checked either way. Returns the copy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / SHIP_NAME
+    shutil.copyfile(current, copy)
+    shutil.copyfile(current.with_suffix(".json"), copy.with_suffix(".json"))
+    prep = load_metadata(copy).preprocessing
+    if prep.person_crop is not None and (current.parent / prep.person_crop.detector_file).is_file():
+        ensure_detector(prep, folder, current.parent)
+    ensure_detector(prep, folder)
+    return copy
+
+
 def evaluate_before(args: argparse.Namespace) -> dict | None:
     """Today's shipped model (if any; or ``--before``) on the same val photos, negatives and
     framing test: the card's "before" column. Copied to build/ first, since shipping replaces it."""
@@ -434,11 +449,7 @@ def evaluate_before(args: argparse.Namespace) -> dict | None:
         if ev.get("model", {}).get("sha256") == sha256_file(current):
             print(f"today's model {current} (before): reusing {saved}")
             return ev
-    before_dir = args.build / "before"
-    before_dir.mkdir(parents=True, exist_ok=True)
-    copy = before_dir / SHIP_NAME
-    shutil.copyfile(current, copy)
-    shutil.copyfile(current.with_suffix(".json"), copy.with_suffix(".json"))
+    copy = stage_model(current, args.build / "before")
     print(f"measuring today's model {current} (before)")
     ev = evaluate(copy, args.data / "val", negatives=args.negatives / "val")
     ev.pop("_raw", None)

@@ -267,6 +267,33 @@ def test_a_fresh_model_dir_gets_the_person_detector_set_up_extracted(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_the_before_model_is_staged_with_the_person_detector_it_pins(tmp_path):
+    """The card's 'before' column measures a copy of today's model; the server loads the
+    detector from beside it, so the copy needs it too (it once failed on a fresh machine)."""
+    import hashlib
+
+    shipped = Path("model")
+    meta = json.loads((shipped / "yoga-pose.json").read_text())
+    crop = meta["preprocessing"]["person_crop"]
+    detector = tmp_path / "elsewhere" / crop["detector_file"]
+    detector.parent.mkdir()
+    blob = b"a detector the test pins"
+    detector.write_bytes(blob)
+    crop["detector_sha256"] = hashlib.sha256(blob).hexdigest()
+    (detector.parent / "yoga-pose.json").write_text(json.dumps(meta))
+    (detector.parent / "yoga-pose.tflite").write_bytes(b"flatbuffer")
+
+    copy = pipeline.stage_model(detector.parent / "yoga-pose.tflite", tmp_path / "before")
+    assert copy.read_bytes() == b"flatbuffer"
+    assert (copy.parent / crop["detector_file"]).read_bytes() == blob  # the one beside the model
+    detector.unlink()  # not beside it, and model/ holds the real one, not this pin: a clear stop
+    with pytest.raises(SystemExit, match="neither .* holds the person detector"):
+        pipeline.stage_model(detector.parent / "yoga-pose.tflite", tmp_path / "again")
+    if (shipped / crop["detector_file"]).is_file():  # set-up extracted it: the shipped model stages
+        staged = pipeline.stage_model(shipped / "yoga-pose.tflite", tmp_path / "shipped")
+        assert sha256_file(staged.parent / crop["detector_file"]) == sha256_file(shipped / crop["detector_file"])
+
+
 def test_the_recipe_records_the_training_flags_that_differ_from_the_defaults():
     from convert.train import parse_args, recipe_flags
 
