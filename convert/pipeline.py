@@ -431,9 +431,9 @@ def stage_model(current: Path, folder: Path) -> Path:
     shutil.copyfile(current, copy)
     shutil.copyfile(current.with_suffix(".json"), copy.with_suffix(".json"))
     prep = load_metadata(copy).preprocessing
-    if prep.person_crop is not None and (current.parent / prep.person_crop.detector_file).is_file():
-        ensure_detector(prep, folder, current.parent)
-    ensure_detector(prep, folder)
+    crop = prep.person_crop
+    beside = crop is not None and (current.parent / crop.detector_file).is_file()
+    ensure_detector(prep, folder, current.parent if beside else DEFAULT_MODEL_DIR)
     return copy
 
 
