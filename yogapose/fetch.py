@@ -46,6 +46,7 @@ from .errors import (
     PayloadTooLarge,
     PoseError,
     TargetNotAllowed,
+    UnsupportedImage,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -139,7 +140,7 @@ def redact_url(url: object) -> str:
     # Lone surrogates ("\ud800" is valid JSON) cannot be written as UTF-8 by the log handler.
     text = url.strip()[:MAX_URL_LENGTH].encode("utf-8", "backslashreplace").decode("utf-8")
     if text[:5].lower() == "s3://":
-        return "s3://" + text[5:].split("?", 1)[0].split("#", 1)[0]
+        return "s3://" + text[5:]  # the key is verbatim ('?' and '#' are part of it): no secrets
     try:
         parts = urlsplit(text)
         netloc = parts.netloc.rpartition("@")[2]
@@ -296,6 +297,19 @@ def _tls_context() -> ssl.SSLContext:
         return _ssl_context
 
 
+class _InterimSkippingResponse(http.client.HTTPResponse):
+    """Skips every interim 1xx response before the final one (RFC 9110 15.2: a client must
+    accept them even unasked), e.g. ``103 Early Hints`` from a CDN; ``http.client`` skips
+    only ``100 Continue``. A 101 is final (we never ask to switch protocols): a 502 later.
+    Each skipped head is read under the same header limits and socket deadline."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 100 <= status < 200 and status != 101:
+            return version, http.client.CONTINUE, reason  # begin() skips its headers
+        return version, status, reason
+
+
 class _PinnedConnection(http.client.HTTPConnection):
     """HTTP(S) connection to an already-vetted address.
 
@@ -305,6 +319,7 @@ class _PinnedConnection(http.client.HTTPConnection):
 
     def __init__(self, target: _Target, address: netguard.IPAddress, limits: FetchLimits, deadline: float) -> None:
         super().__init__(target.host, target.port, timeout=limits.read_timeout)
+        self.response_class = _InterimSkippingResponse
         self.default_port = 443 if target.scheme == "https" else 80
         self._target = target
         self._address = address
@@ -417,7 +432,10 @@ def _redirect_target(resp: http.client.HTTPResponse, target: _Target, redirects:
         location = location.encode("latin-1").decode("utf-8")
     except UnicodeError:
         pass
-    return urljoin(target.url, location.strip())
+    try:
+        return urljoin(target.url, location.strip())
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 literal)
+        raise UpstreamError(f"image host redirected to an invalid URL: {redact_url(location)}") from None
 
 
 def _fetch_http(url: str, limits: FetchLimits, clock: _Clock) -> Fetched:
@@ -455,6 +473,8 @@ def _fetch_http(url: str, limits: FetchLimits, clock: _Clock) -> Fetched:
                     "although identity was requested"
                 )
             data = _read_capped(resp, limits.max_bytes, target.host)
+            if not data:
+                raise UnsupportedImage(f"image host answered {status} with an empty body: no image bytes")
             return Fetched(
                 data=data,
                 content_type=_media_type(resp.getheader("Content-Type")),
@@ -569,10 +589,17 @@ def _fetch_s3(uri: str, limits: FetchLimits, clock: _Clock) -> Fetched:
     except ClientError as exc:
         raise _s3_error(exc, shown) from None
     except NoCredentialsError:
-        raise PoseError("no AWS credentials are available to read from S3") from None
+        # The deployment's doing, not a bug: locally (serve, the CLI, ipython) nothing may be
+        # configured; on Lambda the function's role always provides credentials.
+        raise TargetNotAllowed(
+            f"cannot read {shown}: no AWS credentials are configured (on Lambda the function's role "
+            "provides them; locally set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+        ) from None
     except (BotoCoreError, OSError) as exc:
         raise _s3_transport_error(exc, shown) from None
     data = _read_s3_body(resp, limits, clock, shown)
+    if not data:
+        raise UnsupportedImage(f"S3 object {shown} is empty (0 bytes): no image bytes")
     return Fetched(
         data=data,
         content_type=_media_type(resp.get("ContentType")),

@@ -42,6 +42,7 @@ def moto_endpoint() -> Iterator[str]:
             s3.put_object(Bucket=BUCKET, Key="poses/tree.jpg", Body=IMAGE, ContentType="image/jpeg")
             s3.put_object(Bucket=BUCKET, Key="odd key?v=1#frag.jpg", Body=b"odd", ContentType="image/png")
             s3.put_object(Bucket=BUCKET, Key="big.jpg", Body=b"b" * 5000)
+            s3.put_object(Bucket=BUCKET, Key="empty.jpg", Body=b"")
         yield endpoint
 
 
@@ -74,6 +75,31 @@ def test_endpoint_comes_from_the_environment_and_client_is_cached(s3_env: str) -
 
 def test_keys_are_taken_verbatim(s3_env: str) -> None:
     assert fetch(f"s3://{BUCKET}/odd key?v=1#frag.jpg", Settings()).data == b"odd"
+
+
+def test_a_missing_key_with_query_like_characters_is_named_as_looked_up(s3_env: str) -> None:
+    with pytest.raises(NotFound, match=r"s3://yoga-poses-test/poses/tree\.jpg\?versionId=abc does not"):
+        fetch(f"s3://{BUCKET}/poses/tree.jpg?versionId=abc", Settings())
+
+
+def test_an_empty_object_is_415_saying_it_is_empty(s3_env: str) -> None:
+    from yogapose.errors import UnsupportedImage
+
+    with pytest.raises(UnsupportedImage, match="is empty"):
+        fetch(f"s3://{BUCKET}/empty.jpg", Settings())
+
+
+def test_no_credentials_is_403_saying_how_to_configure_them(s3_env: str, monkeypatch, tmp_path) -> None:
+    """Locally (serve, the CLI, ipython) nothing may be configured: a deployment matter, not a 500."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fetch_mod.reset_s3_client()
+    with pytest.raises(TargetNotAllowed, match="no AWS credentials are configured") as info:
+        fetch(f"s3://{BUCKET}/poses/tree.jpg", Settings())
+    assert info.value.http_status == 403
 
 
 def test_missing_key_is_404(s3_env: str) -> None:

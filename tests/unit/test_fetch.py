@@ -363,6 +363,29 @@ def test_compressed_body_is_refused_not_decompressed(raw_server, encoding: str) 
     assert b"accept-encoding: identity" in server.requests[0].lower()
 
 
+@pytest.mark.parametrize("interim", ["103 Early Hints\nLink: </style.css>; rel=preload\n",
+                                     "102 Processing\n", "100 Continue\n"])
+def test_interim_1xx_responses_are_skipped(raw_server, interim: str) -> None:
+    """RFC 9110 15.2: a client accepts interim responses before the final one, unasked."""
+    image = jpeg_bytes()
+    head = f"HTTP/1.1 {interim}\nHTTP/1.1 {interim}\nHTTP/1.1 200 OK\nContent-Length: {len(image)}\n"
+    server = raw_server(send_response(head, image))
+    assert fetch(server.url(), LOOPBACK).data == image
+
+
+def test_switching_protocols_is_not_skipped_but_502(raw_server) -> None:
+    server = raw_server(send_response("HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\n"))
+    with pytest.raises(UpstreamError, match="101"):
+        fetch(server.url(), LOOPBACK)
+
+
+@pytest.mark.parametrize("status", [200, 204])
+def test_an_empty_body_is_415_naming_the_host_as_the_source(httpserver: HTTPServer, status: int) -> None:
+    httpserver.expect_request("/empty.jpg").respond_with_data(b"", status=status, content_type="image/jpeg")
+    with pytest.raises(UnsupportedImage, match=f"answered {status} with an empty body"):
+        fetch(httpserver.url_for("/empty.jpg"), LOOPBACK)
+
+
 def test_broken_status_line_is_502(raw_server) -> None:
     server = raw_server(send_response("SSH-2.0-OpenSSH_9.0\n"))
     with pytest.raises(UpstreamError):
@@ -399,6 +422,12 @@ def test_max_redirects_zero_refuses_the_first_redirect(httpserver: HTTPServer) -
     httpserver.expect_request("/r").respond_with_data(b"", status=301, headers={"Location": "/img"})
     with pytest.raises(UpstreamError, match="more than 0"):
         fetch(httpserver.url_for("/r"), FetchLimits(allow_private=True, max_redirects=0))
+
+
+def test_redirect_to_an_unparsable_url_is_502_saying_so(raw_server) -> None:
+    server = raw_server(send_response("HTTP/1.1 302 Found\nLocation: http://[::1\nContent-Length: 0\n"))
+    with pytest.raises(UpstreamError, match="redirected to an invalid URL"):
+        fetch(server.url(), LOOPBACK)
 
 
 def test_redirect_without_location_is_502(httpserver: HTTPServer) -> None:
@@ -599,6 +628,7 @@ def test_fetched_image_preprocesses(httpserver: HTTPServer) -> None:
         ("https://user:pw@Images.Example.com:8443/a/b.jpg?X-Amz-Signature=abc#frag", "https://images.example.com:8443/a/b.jpg"),
         ("http://example.com/p.jpg?token=secret", "http://example.com/p.jpg"),
         ("s3://bucket/key/pose.jpg", "s3://bucket/key/pose.jpg"),
+        ("s3://bucket/odd key?v=1#x.jpg", "s3://bucket/odd key?v=1#x.jpg"),  # keys are verbatim
         ("not a url", "<malformed url>"),
         ("http://[::1/", "<malformed url>"),
         (None, "<NoneType>"),
