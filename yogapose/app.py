@@ -144,9 +144,9 @@ class App:
         """The one input field and its value; BadRequest naming the field otherwise."""
         if not isinstance(payload, dict):
             raise BadRequest(f"request must be a JSON object, got {edge.type_name(payload)}; {_ONE_OF}")
-        unknown = sorted(str(k) for k in payload if k not in FIELDS and k != DETAILS_FIELD)
+        unknown = [k for k in payload if k not in FIELDS and k != DETAILS_FIELD]
         if unknown:
-            raise BadRequest(f"unknown field(s) {', '.join(unknown)}; {_ONE_OF}")
+            raise BadRequest(f"unknown field(s) {_names(unknown)}; {_ONE_OF}")
         present = [k for k in FIELDS if k in payload]
         if not present:
             raise BadRequest(f"no input given; {_ONE_OF}")
@@ -280,6 +280,13 @@ class App:
         page_headers = dict(getattr(web, "PAGE_HEADERS", {"Content-Type": "text/html; charset=utf-8"}))
         content_type = page_headers.pop("Content-Type", "text/html; charset=utf-8")
         return edge.response(200, web.index_html(), content_type, {**headers, **page_headers})
+
+
+def _names(keys: list[str], most: int = 5, width: int = 40) -> str:
+    """The caller's field names for an error message, a few and each cut short: the message
+    must not grow with the request (a 4 MB name would otherwise come back 12 MB as JSON)."""
+    shown = ", ".join(k if len(k) <= width else k[:width] + "..." for k in sorted(keys[:100])[:most])
+    return shown + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 
 def _check_details(payload: dict) -> None:

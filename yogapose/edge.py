@@ -244,9 +244,28 @@ def allowed_methods(req: HttpRequest) -> tuple[str, ...]:
 
 
 def wants_json(req: HttpRequest) -> bool:
-    """``GET /`` from an API client (``Accept: application/json``, no HTML) -> health JSON."""
-    accept = req.header("accept").lower()
-    return "application/json" in accept and "text/html" not in accept
+    """``GET /`` from an API client -> health JSON: the Accept header names
+    ``application/json`` with a higher q-value than ``text/html`` (absent counts as 0;
+    wildcards are ignored, browsers name text/html)."""
+    weights = {"application/json": 0.0, "text/html": 0.0}
+    for part in req.header("accept").lower().split(",")[:64]:
+        media, *params = (p.strip() for p in part.split(";"))
+        if media in weights:
+            weights[media] = max(weights[media], _q_value(params))
+    return weights["application/json"] > weights["text/html"]
+
+
+def _q_value(params: list[str]) -> float:
+    """The ``q=`` parameter of one Accept entry (RFC 9110 12.4.2); 1 when absent, 0 when malformed."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                q = float(value.strip()[:8])
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
 
 
 # ------------------------------------------------------------------------------ bodies
@@ -267,6 +286,8 @@ def read_body(req: HttpRequest, max_bytes: int) -> Body:
     raw = req.body or ""
     if media in IMAGE_MEDIA_TYPES:
         data = _decode_transport(raw, req.is_base64, max_bytes, "image body")
+        if not data:
+            raise BadRequest(f"request body is empty: Content-Type {media} but no image bytes were sent")
         return Body(image=data)
     if media.startswith("image/"):
         raise UnsupportedImage(

@@ -5,7 +5,8 @@ identical tensors for the same image (tested in ``tests/unit/test_preprocess_par
 
 Decoding is bounded in work, memory and time, whatever the bytes claim:
 
-* **Pixels**: at most ``max_pixels``, from the header, before any decoder runs.
+* **Pixels**: at most ``max_pixels``, and sides within :data:`MAX_ASPECT_RATIO` of each
+  other, from the header, before any decoder runs.
 * **Work**: a JPEG's marker segments are walked before decoding; more than
   :data:`MAX_JPEG_SCANS` scans (each one a pass over every block) or
   :data:`MAX_JPEG_SEGMENTS` segments is refused, as are RLE-compressed BMPs over
@@ -60,6 +61,11 @@ MAX_WEBP_PIXELS = 12_500_000
 # Pillow decodes RLE-compressed BMPs in Python, ~1 s per MB of runs (10 MB of one-pixel runs:
 # 10 s). Real RLE BMPs are small drawings; photos are stored uncompressed.
 MAX_BMP_RLE_BYTES = 1 << 20
+# Longer side / shorter side. Photos, panoramas included, stay far below it; past it an image
+# is a strip with no pose in it, and the reduction (which keeps the shorter side at least the
+# model's size) would keep the whole long side: an 8 x 5,000,000 PNG peaked at ~570 MB. At
+# 20:1 and a shorter side under 2 x 300 px (no reduction) the image is at most ~7 MP.
+MAX_ASPECT_RATIO = 20
 # Wall-clock bound for decoding one image (the request's deadline may cut it shorter). A
 # 40 MP PNG decodes in ~1 s on one Lambda vCPU; linear-time hostile files (10 MB of tiny
 # PNG chunks or GIF sub-blocks) take ~2 s.
@@ -194,6 +200,10 @@ def _check_size(img: Image.Image, fmt: formats.ImageFormat, max_pixels: int) -> 
         )
     if min(width, height) < MIN_SIDE:
         raise UnusableImage(f"image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise UnusableImage(
+            f"image is {width}x{height}, longer than {MAX_ASPECT_RATIO}:1; crop it to the person"
+        )
 
 
 def _orientation(img: Image.Image) -> int:

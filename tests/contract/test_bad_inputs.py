@@ -194,7 +194,7 @@ CASES = [
     Case("http-upstream-404", lambda c: c.http_json({"url": c.url("missing.jpg")}), 502),
     Case("http-json-url-lone-surrogate", lambda c: c.http(body='{"url": "https://example.com/\\ud800"}'), 400),
     # --- wrong media
-    Case("http-zero-byte-jpeg", lambda c: c.raw(b"", "image/jpeg"), 415),
+    Case("http-zero-byte-jpeg", lambda c: c.raw(b"", "image/jpeg"), 400),  # an empty body, whatever its type
     Case("http-svg-content-type", lambda c: c.raw(SVG, "image/svg+xml"), 415),
     Case("http-svg-as-jpeg", lambda c: c.raw(SVG, "image/jpeg"), 415),
     Case("http-html-body", lambda c: c.raw(HTML, "text/html"), 415),
@@ -206,6 +206,9 @@ CASES = [
     Case("http-1x1-png", lambda c: c.raw(tiny_png(), "image/png"), 422),
     Case("http-4x300-png", lambda c: c.raw(tiny_png((4, 300)), "image/png"), 422),
     Case("http-png-bomb", lambda c: c.raw(png_with_declared_size(100_000, 100_000), "image/png"), 422),
+    # a strip: under the pixel limit, but its long side would be kept whole (~570 MB at 8 x 5 M)
+    Case("http-png-strip", lambda c: c.raw(png_with_declared_size(8, 5_000_000), "image/png"), 422),
+    Case("direct-png-strip", lambda c: {"image": b64(png_with_declared_size(5_000, 240))}, UnusableImage),
     Case("http-gif-bomb", lambda c: c.raw(gif_with_declared_size(65_535, 65_535), "image/gif"), 422),
     Case("http-truncated-jpeg", lambda c: c.raw(c.images["jpeg_big"][:3000], "image/jpeg"), 422),
     Case("http-jpeg-thousands-of-scans", lambda c: c.raw(many_scan_jpeg((2000, 2000), 1000), "image/jpeg"), 422),

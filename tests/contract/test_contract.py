@@ -134,6 +134,16 @@ def test_direct_errors_are_typed_exceptions(handler):
         handler({"link": "https://example.com/x.jpg"}, None)
 
 
+def test_unknown_field_names_are_quoted_short_whatever_their_size(handler):
+    """The error names a few of the caller's fields, each cut short: a 4 MB field name must
+    not come back as a 12 MB JSON answer (over Lambda's 6 MB response limit)."""
+    with pytest.raises(BadRequest) as info:
+        handler({"\u00e9" * 2_000_000: 1, **{f"extra{i}": 1 for i in range(500)}}, None)
+    message = info.value.message
+    assert len(message) < 600, len(message)
+    assert "unknown field(s)" in message and "and 496 more" in message
+
+
 # ---------------------------------------------------------------- HTTP events
 
 

@@ -48,6 +48,19 @@ def test_api_clients_asking_for_json_get_health_at_the_root() -> None:
     assert edge.route(request("GET", "/", "text/html,application/json")) is edge.Action.PAGE
 
 
+@pytest.mark.parametrize(("accept", "action"), [
+    ("application/json;q=1, text/html;q=0", edge.Action.HEALTH),   # html refused outright
+    ("text/html;q=0.5, application/json", edge.Action.HEALTH),
+    ("application/json;q=0.5, text/html", edge.Action.PAGE),
+    ("application/json;q=0", edge.Action.PAGE),                   # json refused
+    ("application/json;q=nonsense", edge.Action.PAGE),
+    ("*/*", edge.Action.PAGE),
+    ("APPLICATION/JSON ; Q=0.9", edge.Action.HEALTH),
+])
+def test_the_root_weighs_the_accept_headers_q_values(accept: str, action: edge.Action) -> None:
+    assert edge.route(request("GET", "/", accept)) is action
+
+
 def test_the_app_answers_every_action(make_app) -> None:
     """A new Action without a responder is a mypy error; this is the runtime guard."""
     from yogapose.observability import RequestStats
