@@ -10,18 +10,21 @@ processes (one interpreter and one model each), and written as one record per so
   keeps everything finished so far and ``--resume`` carries on from there.
 * A progress bar (tqdm: rate and ETA) on stderr when stderr is a terminal, and a summary
   (per pose, errors by code, images/s) on stderr at the end.
-* Exit status: 0 every item classified, 1 any item failed, 2 usage error.
+* Exit status: 0 every item classified, 1 any item failed (a failure kept from the run that
+  ``--resume`` carries on counts too) or the output could not be written, 2 usage error.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import glob
 import io
 import json
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -33,6 +36,10 @@ from typing import IO, Any
 from yogapose.batch import DETAIL_FIELDS, IMAGE_EXTENSIONS, is_folder_marker, is_image_name, record_for
 
 FORMATS = ("jsonl", "csv", "json")
+# --output FILE without --format: the format its name says, else JSON Lines.
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "json"}
+# ``scheme://``: a URL, even of a scheme the function refuses (its record says why), never a file.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -44,11 +51,15 @@ class ModelError(Exception):
     """The model could not be loaded, here or in a worker (exit status 1, one line)."""
 
 
+class OutputError(Exception):
+    """The output file could not be written mid-run, e.g. a full disk (exit status 1, one line)."""
+
+
 # ------------------------------------------------------------------------------ sources
 
 
 def is_url(text: str) -> bool:
-    return text[:8].lower().startswith(("http://", "https://", "s3://"))
+    return _URL.match(text) is not None
 
 
 def is_s3_listing(text: str) -> bool:
@@ -57,6 +68,11 @@ def is_s3_listing(text: str) -> bool:
         return False
     _bucket, _sep, key = text[5:].partition("/")
     return key == "" or key.endswith("/")
+
+
+def is_s3_key(text: str) -> bool:
+    """``s3://bucket/key``: one object, fetched (what a prefix looks like without its '/')."""
+    return text[:5].lower() == "s3://" and not is_s3_listing(text)
 
 
 def is_many(argument: str) -> bool:
@@ -184,7 +200,11 @@ def classify_source(source: str) -> dict[str, Any]:
     details = _worker["details"]
     stats = RequestStats()
     if is_url(source):
-        return record_for(source, lambda: batch.classify_url(app, source, stats, details), stats)
+        rec = record_for(source, lambda: batch.classify_url(app, source, stats, details), stats)
+        error = rec.get("error")
+        if error and error.get("code") == "not_found" and is_s3_key(source):
+            error["message"] += " (to classify every image under a prefix, end it with '/')"
+        return rec
     return record_for(source, lambda: batch.classify(app, read_local(source, app.settings.max_bytes),
                                                      stats, details), stats)
 
@@ -287,8 +307,9 @@ class Writer:
         self.stream.flush()
 
 
-def done_sources(path: Path, fmt: str) -> set[str]:
-    """Sources already recorded in ``path`` (``--resume``), after cutting off a torn last line.
+def done_sources(path: Path, fmt: str) -> dict[str, bool]:
+    """Sources already recorded in ``path`` (``--resume``), each with whether its record is an
+    error, after cutting off a torn last line.
 
     A run killed mid-write can leave half a line; it is truncated away so appending starts
     on a clean line, and that source runs again.
@@ -296,7 +317,7 @@ def done_sources(path: Path, fmt: str) -> set[str]:
     if fmt == "json":
         raise UsageError("--resume needs --format jsonl or csv (a JSON array cannot be appended to)")
     if not path.exists():
-        return set()
+        return {}
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
@@ -304,7 +325,7 @@ def done_sources(path: Path, fmt: str) -> set[str]:
             fh.truncate(end)
         data = data[:end]
     text = data.decode("utf-8", "replace")
-    done: set[str] = set()
+    done: dict[str, bool] = {}
     if fmt == "csv":
         rows = csv.reader(io.StringIO(text))
         header = next(rows, None)
@@ -313,7 +334,10 @@ def done_sources(path: Path, fmt: str) -> set[str]:
         if "source" not in header:
             raise UsageError(f"{path} is not a CSV written by this command (no 'source' column)")
         col = header.index("source")
-        done.update(row[col] for row in rows if len(row) > col)
+        err = header.index("error_code") if "error_code" in header else None
+        for row in rows:
+            if len(row) > col:
+                done[row[col]] = err is not None and len(row) > err and bool(row[err])
         return done
     for line in text.splitlines():
         try:
@@ -321,7 +345,7 @@ def done_sources(path: Path, fmt: str) -> set[str]:
         except ValueError:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("source"), str):
-            done.add(rec["source"])
+            done[rec["source"]] = "error" in rec
     return done
 
 
@@ -332,6 +356,7 @@ def done_sources(path: Path, fmt: str) -> set[str]:
 class Summary:
     total: int = 0
     skipped: int = 0
+    skipped_failed: int = 0  # of those, records that are errors: still failures of the output
     poses: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -348,7 +373,9 @@ class Summary:
         ok = self.total - sum(self.errors.values())
         lines = [f"{self.total} images in {self.seconds:.1f} s ({rate:.1f} images/s): "
                  f"{ok} classified, {sum(self.errors.values())} failed"
-                 + (f", {self.skipped} skipped (--resume)" if self.skipped else "")]
+                 + (f", {self.skipped} skipped (--resume" if self.skipped else "")
+                 + (f"; {self.skipped_failed} of them failed before" if self.skipped_failed else "")
+                 + (")" if self.skipped else "")]
         poses = [f"{label} {self.poses.get(label, 0)}" for label in labels]
         poses += [f"{k} {v}" for k, v in sorted(self.poses.items()) if k not in set(labels)]
         lines.append("  poses:  " + ", ".join(poses))
@@ -364,24 +391,17 @@ def run(arguments: Sequence[str], settings: Any, *, fmt: str | None, output: Pat
         raise UsageError("--workers must be at least 1")
     if resume and output is None:
         raise UsageError("--resume needs --output FILE (it skips the sources already in it)")
-    to_terminal = output is None and sys.stdout.isatty()
-    fmt = fmt or ("json" if to_terminal else "jsonl")
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
+    fmt = output_format(fmt, output)
     sources = expand(arguments)
     if not sources:
         raise UsageError(f"no images found in {' '.join(arguments)[:300]} "
                          f"(folders are searched for {' '.join(sorted(IMAGE_EXTENSIONS))})")
     summary = Summary()
-    done: set[str] = set()
     if resume:
         assert output is not None
-        done = done_sources(output, fmt)
-        summary.skipped = sum(1 for s in sources if s in done)
-        sources = [s for s in sources if s not in done]
+        sources = _skip_done(sources, done_sources(output, fmt), summary)
     header = not (resume and output is not None and output.exists() and output.stat().st_size > 0)
-    stream: IO[str] = sys.stdout if output is None else output.open(
-        "a" if resume else "w", encoding="utf-8", newline="")
+    stream = sys.stdout if output is None else _open_output(output, "a" if resume else "w")
     if workers <= 1 or len(sources) <= 1:
         try:
             init_worker(settings, details)  # load the model before the bar: its log lines come first
@@ -397,13 +417,51 @@ def run(arguments: Sequence[str], settings: Any, *, fmt: str | None, output: Pat
             progress.update(1)
         progress.close()  # before a JSON array lands on the same terminal
         writer.close()
+        if stream is not sys.stdout:
+            stream.close()  # flushes: a full disk may only show here
+    except OSError as exc:
+        if stream is sys.stdout:
+            raise  # a closed pipe: the command line's to report
+        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
     finally:
         summary.seconds = time.perf_counter() - t0
         progress.close()
-        if stream is not sys.stdout:
-            stream.close()
+        _close_quietly(stream)
     print(summary.text(labels), file=sys.stderr)
-    return 1 if summary.errors else 0
+    return 1 if summary.errors or summary.skipped_failed else 0
+
+
+def _close_quietly(stream: IO[str]) -> None:
+    """Close an output file on the way out of a failed or interrupted run: that failure is
+    what gets reported, not a second one from flushing."""
+    if stream is not sys.stdout and not stream.closed:
+        with contextlib.suppress(OSError):
+            stream.close()
+
+
+def _skip_done(sources: list[str], done: dict[str, bool], summary: Summary) -> list[str]:
+    """The sources ``--resume`` still has to classify; the skipped ones counted in ``summary``."""
+    summary.skipped = sum(1 for s in sources if s in done)
+    summary.skipped_failed = sum(1 for s in sources if done.get(s))
+    return [s for s in sources if s not in done]
+
+
+def output_format(fmt: str | None, output: Path | None) -> str:
+    """``--format``; else what ``--output``'s extension says; else a JSON array for a terminal
+    (readable) and JSON Lines for a file or pipe."""
+    if fmt is None and output is not None:
+        fmt = FORMAT_BY_SUFFIX.get(output.suffix.lower())
+    fmt = fmt or ("json" if output is None and sys.stdout.isatty() else "jsonl")
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _open_output(path: Path, mode: str) -> IO[str]:
+    try:
+        return path.open(mode, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _progress(total: int) -> Any:

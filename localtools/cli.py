@@ -9,8 +9,9 @@
 ``predict`` with one image file or URL prints the same JSON a direct invoke returns. With
 several inputs, or a folder, glob or ``s3://bucket/prefix/``, it writes one record per image
 with its source (``localtools.bulk``): JSON Lines by default when the output is not a
-terminal. Exit codes: 0 ok, 1 a prediction failed (one line on stderr, no traceback),
-2 usage error.
+terminal (``--output FILE.csv`` or ``.json`` without ``--format``: that format). Exit codes:
+0 ok, 1 a prediction failed or the output could not be written (one line on stderr, no
+traceback), 2 usage error.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model .tflite (its .json metadata beside it); default: MODEL_PATH or model/yoga-pose.tflite")
     p.add_argument("--format", choices=bulk_formats(), default=None,
                    help="many inputs: one record per image as JSON Lines (default when the output "
-                        "is not a terminal), CSV (one column per label) or one JSON array")
+                        "is not a terminal), CSV (one column per label) or one JSON array; "
+                        "default for --output FILE: from its extension (.jsonl, .csv, .json)")
     p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
                    help="write the records to FILE instead of stdout")
     p.add_argument("--workers", type=int, default=1, metavar="N",
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                             labels=labels)
         except bulk.UsageError as exc:
             parser.exit(2, f"{parser.prog}: error: {exc}\n")
-        except bulk.ModelError as exc:
+        except (bulk.ModelError, bulk.OutputError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

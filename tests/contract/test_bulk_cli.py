@@ -195,6 +195,58 @@ def test_usage_errors_exit_2(folder, tiny_model_path, tmp_path, args, message) -
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("where", ["MISSING/out.jsonl", "FOLDER"])
+def test_an_output_that_cannot_be_opened_is_a_usage_error(folder, tiny_model_path, tmp_path, where) -> None:
+    dest = {"MISSING/out.jsonl": str(tmp_path / "missing" / "out.jsonl"), "FOLDER": str(tmp_path)}[where]
+    out = cli("predict", str(folder), "--output", dest, "--model", str(tiny_model_path))
+    assert out.returncode == 2, out.stderr
+    assert f"cannot write {dest}" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_output_that_fails_mid_run_is_one_line_and_exit_1(folder, tiny_model_path) -> None:
+    out = cli("predict", str(folder), "--output", "/dev/full", "--model", str(tiny_model_path))
+    assert out.returncode == 1, out.stderr
+    assert "cannot write /dev/full: No space left on device" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("out.csv", "csv"), ("out.json", "json"), ("out.JSONL", "jsonl"),
+                                           ("out.txt", "jsonl")])
+def test_the_output_format_follows_the_files_extension(folder, tiny_model_path, tmp_path, name, fmt) -> None:
+    dest = tmp_path / name
+    photos = images_in(folder)[:2]
+    out = cli("predict", *photos, "--output", str(dest), "--model", str(tiny_model_path))
+    assert out.returncode == 0, out.stderr
+    text = dest.read_text()
+    if fmt == "csv":
+        assert text.splitlines()[0].startswith("source,pose,")
+    elif fmt == "json":
+        assert [r["source"] for r in json.loads(text)] == photos
+    else:
+        assert [r["source"] for r in jsonl(text)] == photos
+
+
+def test_other_schemes_are_refused_urls_not_missing_files(tiny_model_path) -> None:
+    out = cli("predict", "ftp://example.com/a.jpg", "gopher://x/y.png", "--format", "jsonl",
+              "--model", str(tiny_model_path))
+    assert out.returncode == 1, out.stderr
+    assert [r["error"]["code"] for r in jsonl(out.stdout)] == ["target_not_allowed"] * 2
+
+
+def test_resume_keeps_failing_when_the_kept_records_hold_failures(folder, tiny_model_path, tmp_path) -> None:
+    """The output file is the product: a resumed run whose file still holds an earlier
+    failure must not report success."""
+    dest = tmp_path / "out.csv"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    photos = images_in(folder)[:2]
+    first = cli("predict", *photos, str(broken), "-o", str(dest), "--model", str(tiny_model_path))
+    assert first.returncode == 1, first.stderr
+    again = cli("predict", *photos, str(broken), "-o", str(dest), "--resume", "--model", str(tiny_model_path))
+    assert again.returncode == 1, again.stderr
+    assert "3 skipped (--resume; 1 of them failed before)" in again.stderr
+
+
 def test_an_s3_prefix_is_listed_page_by_page(tiny_model_path, tmp_path) -> None:
     """1,100 objects under the prefix (two ListObjectsV2 pages), plus a folder marker,
     a non-image and an object outside the prefix."""
@@ -216,6 +268,11 @@ def test_an_s3_prefix_is_listed_page_by_page(tiny_model_path, tmp_path) -> None:
             s3.put_object(Bucket="cli-bulk", Key=key, Body=data)
         env = {k: os.environ[k] for k in os.environ if k.startswith("AWS_")}
         out = cli("predict", "s3://cli-bulk/in/", "--model", str(tiny_model_path), env_extra=env)
+        # Without its '/', the prefix is one (missing) object: the error says how to list it.
+        no_slash = cli("predict", "s3://cli-bulk/in", "--format", "jsonl", "--model", str(tiny_model_path),
+                       env_extra=env)
+    (missing,) = jsonl(no_slash.stdout)
+    assert missing["error"]["code"] == "not_found" and "end it with '/'" in missing["error"]["message"]
     assert out.returncode == 0, out.stderr
     records = jsonl(out.stdout)
     assert [r["source"] for r in records] == [f"s3://cli-bulk/{k}" for k in keys]
