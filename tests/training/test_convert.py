@@ -329,3 +329,13 @@ def test_phase2_lowers_the_rate_only_when_asked_and_the_val_score_stalls(drop):
     expected = 5e-5 if drop == 1.0 else 5e-5 * drop
     assert rates[:3] == pytest.approx([5e-5] * 3)  # epochs 1-3: improving, then one stall
     assert rates[3] == pytest.approx(expected)  # after the second epoch without a better score
+
+
+def test_the_card_names_every_class_under_the_90_percent_bar_and_its_main_confusion():
+    # per_class's order is the confusion matrix's (chair, tree, cobra)
+    per_class = {"chair": {"recall": 0.846}, "tree": {"recall": 0.96}, "cobra": {"recall": 0.899}}
+    confusion = [[33, 5, 1], [1, 48, 1], [0, 9, 80]]
+    bullets = pipeline.weak_classes({"real": {"per_class": per_class, "confusion": confusion}})
+    assert [b.split("**")[1] for b in bullets] == ["chair", "cobra"]
+    assert "recall 0.85 on real val photos, under the 0.90 goal" in bullets[0]
+    assert "confused mostly with tree" in bullets[0] and "confused mostly with tree" in bullets[1]
