@@ -51,18 +51,18 @@ class App:
         stats = stats if stats is not None else RequestStats()
         kind = edge.event_kind(event)  # a non-object event is a malformed direct invoke
         stats.kind = kind
-        if kind in ("map_batch", "s3_event"):
+        if kind not in ("direct", "map_batch", "s3_event"):
+            return self.handle_http(event, kind, stats)
+        try:
+            if kind == "direct":
+                return self.predict_payload(event, stats)
             from . import batch  # bulk runs only: kept out of the HTTP path's imports
 
             return batch.handle(self, event, kind, stats, stats.deadline)
-        if kind != "direct":
-            return self.handle_http(event, kind, stats)
-        try:
-            return self.predict_payload(event, stats)
         except PoseError:
             raise
         except Exception as exc:
-            logger.exception("unexpected error in a direct invoke")
+            logger.exception("unexpected error in a %s invoke", kind)
             raise PoseError("internal error; see the function's logs") from exc
 
     def handle_http(self, event: dict, kind: str, stats: RequestStats) -> dict:

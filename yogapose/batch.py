@@ -17,7 +17,10 @@ Events (``edge.event_kind`` tells them apart; ``App.handle`` sends them here):
   the batch: only a malformed event does (the map counts that batch as failed).
 * **s3_event**: an S3 ``ObjectCreated`` notification (classify on upload). Each object's
   record is written as JSON to ``<RESULTS_PREFIX><key>.json`` in the same bucket; keys under
-  that prefix are never classified, so a result can never trigger another run.
+  that prefix are never classified, so a result can never trigger another run. A failure
+  that is not the object's fault (:data:`~yogapose.errors.RETRYABLE_CODES`: a timeout, S3
+  throttling, a bug) is not written as its result: the invocation fails after the other
+  objects, and S3's asynchronous retry runs it again.
 
 When the request's time budget runs out, items not yet started are reported as timeout
 errors instead of being started: the invocation still answers before Lambda's timeout.
@@ -33,7 +36,7 @@ from urllib.parse import unquote_plus
 
 from . import formats
 from .deadline import DeadlineExceeded
-from .errors import BadRequest, PoseError, UnsupportedImage, UpstreamError
+from .errors import RETRYABLE_CODES, BadRequest, PoseError, UnsupportedImage, UpstreamError
 from .observability import RequestStats, logger
 
 if TYPE_CHECKING:
@@ -152,6 +155,11 @@ def map_batch(app: App, event: dict, stats: RequestStats, deadline: Clock | None
     bucket = batch_input.get("bucket")
     if not isinstance(bucket, str) or not bucket.strip():
         raise BadRequest('BatchInput.bucket must name the bucket the items were listed from')
+    if "/" in bucket:  # "my-photos/2026" would quietly read keys under 2026/
+        raise BadRequest(f"BatchInput.bucket must be a bucket name, got {bucket[:80]!r}")
+    from .fetch import parse_s3_uri
+
+    parse_s3_uri(f"s3://{bucket}/key")  # the name's characters: BadRequest otherwise
     details = batch_input.get("details", False)
     if not isinstance(details, bool):
         raise BadRequest("BatchInput.details must be true or false")
@@ -173,9 +181,9 @@ def map_batch(app: App, event: dict, stats: RequestStats, deadline: Clock | None
 def s3_notification(app: App, event: dict, stats: RequestStats, deadline: Clock | None = None) -> list[dict[str, Any]]:
     """Classify each uploaded object and write its record to ``<results prefix><key>.json``.
 
-    Returns what was written (``[{"source", "result"}, ...]``; S3 discards it). A record that
-    cannot be written fails the invocation after the others are done, so S3's asynchronous
-    retry runs it again.
+    Returns what was written (``[{"source", "result"}, ...]``; S3 discards it). An object
+    whose classification failed for a retryable reason, or whose record cannot be written,
+    fails the invocation after the others are done, so S3's asynchronous retry runs it again.
     """
     prefix = app.settings.results_prefix  # RESULTS_PREFIX
     written: list[dict[str, Any]] = []
@@ -185,16 +193,20 @@ def s3_notification(app: App, event: dict, stats: RequestStats, deadline: Clock 
             continue  # our own result files, or a folder: never classified
         source = f"s3://{bucket}/{key}"
         rec = _one_object(app, source, key, stats, deadline, False)
+        error = rec.get("error")
+        if error is not None and error["code"] in RETRYABLE_CODES:
+            failures.append(f"{source}: {error['message']}")  # not its result: S3 retries
+            continue
         result_key = f"{prefix}{key}.json"
         try:
             _put_json(app, bucket, result_key, rec)
         except PoseError as exc:
             stats.error(exc.code)
-            failures.append(f"{result_key}: {exc.message}")
+            failures.append(f"could not write {result_key}: {exc.message}")
             continue
         written.append({"source": source, "result": f"s3://{bucket}/{result_key}"})
     if failures:
-        raise PoseError(f"could not write {len(failures)} result(s): {'; '.join(failures)[:500]}")
+        raise PoseError(f"{len(failures)} upload(s) left for S3's retry: {'; '.join(failures)[:500]}")
     return written
 
 
@@ -202,9 +214,11 @@ def _uploaded_objects(records: Iterable[Any]) -> Iterable[tuple[str, str, Any]]:
     """``(bucket, key, size)`` per ObjectCreated record; keys arrive URL-encoded (``+`` = space)."""
     for i, rec in enumerate(records):
         s3 = rec.get("s3") if isinstance(rec, dict) else None
-        bucket = s3.get("bucket", {}).get("name") if isinstance(s3, dict) else None
-        obj = s3.get("object", {}) if isinstance(s3, dict) else {}
-        key = obj.get("key") if isinstance(obj, dict) else None
+        s3 = s3 if isinstance(s3, dict) else {}
+        bucket_info, obj = s3.get("bucket"), s3.get("object")
+        bucket = bucket_info.get("name") if isinstance(bucket_info, dict) else None
+        obj = obj if isinstance(obj, dict) else {}
+        key = obj.get("key")
         if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
             raise BadRequest(f"Records[{i}] is not an S3 notification with s3.bucket.name and s3.object.key")
         event_name = rec.get("eventName", "")

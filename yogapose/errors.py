@@ -78,3 +78,16 @@ class UpstreamTimeout(PoseError):
 
     code = "upstream_timeout"
     http_status = 504
+
+
+def _codes(cls: type[PoseError]) -> set[tuple[str, int]]:
+    found = {(cls.code, cls.http_status)}
+    for sub in cls.__subclasses__():
+        found |= _codes(sub)
+    return found
+
+
+#: Codes of the errors that are not the input's fault (5xx: the function, an image host, S3
+#: or the time budget), so the same input may succeed later. Classify on upload leaves such
+#: an object for S3's retry instead of writing its failure as the result.
+RETRYABLE_CODES = frozenset(code for code, status in _codes(PoseError) if status >= 500)

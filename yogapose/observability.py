@@ -31,6 +31,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from .deadline import Deadline
+from .errors import PoseError
 
 SERVICE = "yoga-pose"
 DEFAULT_NAMESPACE = "YogaPose"
@@ -124,7 +125,7 @@ def instrument(handler: Callable[[Any, RequestStats], Any]) -> Callable[[Any, An
         try:
             return handler(event, stats)
         except Exception as exc:
-            stats.error(getattr(exc, "code", "internal_error"))
+            stats.error(exc.code if isinstance(exc, PoseError) else "internal_error")
             raise
         finally:
             publish(stats, context)

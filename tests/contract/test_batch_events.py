@@ -191,8 +191,33 @@ def test_a_result_that_cannot_be_written_fails_the_invocation_for_a_retry(s3_han
 
     # The upload's bucket exists only in the event: reading fails (a not_found record) and
     # writing the record fails too, which must surface so S3's async retry runs it again.
-    with pytest.raises(PoseError, match="could not write 1 result"):
+    with pytest.raises(PoseError, match="1 upload.s. left for S3's retry: could not write results/uploads/p.jpg"):
         s3_handler(s3_event("uploads/p.jpg", bucket="no-such-bucket-anywhere"), None)
+
+
+def test_a_retryable_failure_is_not_written_as_the_result_but_left_for_s3s_retry(make_app, endpoint,
+                                                                                 monkeypatch) -> None:
+    """Out of time (or a throttled read) is not the upload's fault: writing that error as its
+    result would end the story, since the invocation succeeds and S3 never retries."""
+    from yogapose.errors import PoseError
+    from yogapose.observability import RequestStats
+
+    aws_env(monkeypatch, endpoint)
+    fetch_mod.reset_s3_client()
+
+    class Spent:
+        def expired(self) -> bool:
+            return True
+
+    s3 = client()
+    s3.put_object(Bucket=BUCKET, Key="uploads/late.jpg", Body=small_jpeg(5))
+    s3.put_object(Bucket=BUCKET, Key="uploads/late.txt", Body=b"text")  # a permanent failure
+    event = s3_event("uploads/late.jpg")
+    event["Records"] += s3_event("uploads/late.txt")["Records"]
+    with pytest.raises(PoseError, match="1 upload.s. left for S3's retry: s3://yoga-bulk-test/uploads/late.jpg"):
+        batch.s3_notification(make_app(), event, RequestStats(), Spent())
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="results/uploads/late").get("Contents", [])}
+    assert keys == {"results/uploads/late.txt.json"}  # the permanent one is written, the other is not
 
 
 def test_a_malformed_notification_is_a_bad_request(s3_handler) -> None:
@@ -200,6 +225,19 @@ def test_a_malformed_notification_is_a_bad_request(s3_handler) -> None:
 
     with pytest.raises(BadRequest):
         s3_handler({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {}}}]}, None)
+    # A bucket or object given as a string, not an object: still a typed BadRequest.
+    for s3_part in ({"bucket": "x", "object": {"key": "a.jpg"}}, {"bucket": {"name": "x"}, "object": "a.jpg"},
+                    "not an object"):
+        with pytest.raises(BadRequest):
+            s3_handler({"Records": [{"eventSource": "aws:s3", "s3": s3_part}]}, None)
+
+
+@pytest.mark.parametrize("bucket", ["my-photos/2026", "Not A Bucket!", "a"])
+def test_a_batch_input_bucket_that_is_not_a_bucket_name_is_a_bad_request(s3_handler, bucket: str) -> None:
+    from yogapose.errors import BadRequest
+
+    with pytest.raises(BadRequest):
+        s3_handler({"Items": [item("photos/p0.jpg")], "BatchInput": {"bucket": bucket}}, None)
 
 
 def test_batch_input_details_gives_detailed_records(s3_handler) -> None:
