@@ -400,13 +400,15 @@ def run(arguments: Sequence[str], settings: Any, *, fmt: str | None, output: Pat
     if resume:
         assert output is not None
         sources = _skip_done(sources, done_sources(output, fmt), summary)
+    try:
+        # Loaded here whatever the worker count: before the output is opened (a model that
+        # does not load must not have emptied an earlier run's file) and before the bar (its
+        # log lines come first). Pool workers load their own copy.
+        init_worker(settings, details)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ModelError(f"cannot load the model: {exc}") from None
     header = not (resume and output is not None and output.exists() and output.stat().st_size > 0)
     stream = sys.stdout if output is None else _open_output(output, "a" if resume else "w")
-    if workers <= 1 or len(sources) <= 1:
-        try:
-            init_worker(settings, details)  # load the model before the bar: its log lines come first
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise ModelError(f"cannot load the model: {exc}") from None
     progress = _progress(len(sources))
     t0 = time.perf_counter()
     try:

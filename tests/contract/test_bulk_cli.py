@@ -286,6 +286,11 @@ def test_a_model_that_does_not_load_is_one_line_and_exit_1(folder, tiny_model_pa
     bad.write_bytes(b"not a flatbuffer")
     meta = tiny_model_path.with_suffix(".json")
     (tmp_path / meta.name).write_bytes(meta.read_bytes())  # metadata fine, weights broken
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text('{"source": "kept.jpg", "pose": "tree"}\n')  # an earlier run's records
+    kept = cli("predict", str(folder), "--workers", workers, "--model", str(bad), "--output", str(earlier))
+    assert kept.returncode == 1, kept.stderr
+    assert earlier.read_text() == '{"source": "kept.jpg", "pose": "tree"}\n'  # not emptied
     out = cli("predict", str(folder), "--workers", workers, "--model", str(bad))
     assert out.returncode == 1 and out.stdout == ""
     assert "error: cannot load the model" in out.stderr and "Traceback" not in out.stderr
