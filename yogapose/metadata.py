@@ -168,6 +168,8 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if not 0.0 <= self.flip_below_margin <= 1.0:
             raise ValueError(f"flip_below_margin {self.flip_below_margin!r} is not within 0..1")
+        if self.interpolation not in INTERPOLATIONS:  # else every request would fail, not the load
+            raise ValueError(f"resize interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -218,6 +220,8 @@ class Preprocessing:
 
 
 OPEN_SET_SCORES = ("max_softmax", "not_outlier", "max_logit", "energy")
+#: Pillow's resampling filters by the names the metadata uses (yogapose.imaging maps them).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 
 @dataclass(frozen=True)
@@ -325,14 +329,20 @@ class ModelMetadata:
         open_set = OpenSet.from_dict(d["open_set"]) if d.get("open_set") else None
         if open_set is not None and activation != "linear":
             raise ValueError("an open-set verdict needs a model that outputs logits (activation 'linear')")
+        preprocessing = Preprocessing.from_dict(d["preprocessing"])
+        shape = tuple(int(x) for x in d["input"]["shape"])
+        if len(shape) == 4 and preprocessing.size != (shape[2], shape[1]):
+            # One size in two places: a mismatch would load and then fail every request.
+            raise ValueError(f"resize size {list(preprocessing.size)} (width, height) does not match "
+                             f"the input shape {list(shape)} (NHWC)")
         return cls(
             name=str(d["name"]),
             model_file=str(d["model_file"]),
             sha256=str(d["sha256"]),
             labels=labels,
-            input_shape=tuple(int(x) for x in d["input"]["shape"]),
+            input_shape=shape,
             input_dtype=str(d["input"]["dtype"]),
-            preprocessing=Preprocessing.from_dict(d["preprocessing"]),
+            preprocessing=preprocessing,
             quantization=str(d.get("quantization", "float32")),
             extra={k: v for k, v in d.items() if k not in known},
             output_activation=activation,
@@ -347,8 +357,16 @@ def metadata_path_for(model_path: Path | str) -> Path:
 
 
 def load_metadata(model_path: Path | str) -> ModelMetadata:
-    with open(metadata_path_for(model_path), encoding="utf-8") as f:
-        return ModelMetadata.from_dict(json.load(f))
+    """The metadata beside ``model_path``; ValueError naming the file when a field is missing
+    or of the wrong type (callers report ValueError in one line, not a KeyError's traceback)."""
+    path = metadata_path_for(model_path)
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    try:
+        return ModelMetadata.from_dict(data)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{path} is not valid model metadata ({what})") from None
 
 
 def write_metadata(meta: ModelMetadata, model_path: Path | str) -> Path:

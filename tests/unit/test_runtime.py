@@ -68,9 +68,34 @@ def test_input_shape_mismatch_is_refused(tiny_model_path, tmp_path):
     model = copy_model(tiny_model_path, tmp_path)
     data = json.loads(model.with_suffix(".json").read_text())
     data["input"]["shape"] = [1, 224, 224, 3]
+    data["preprocessing"]["resize"]["size"] = [224, 224]  # consistent metadata, wrong flatbuffer
     model.with_suffix(".json").write_text(json.dumps(data))
     with pytest.raises(RuntimeError, match=r"input shape \[1, 150, 150, 3\] does not match"):
         Model.load(model)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["preprocessing"]["resize"].update(interpolation="bilnear"), "interpolation 'bilnear' is not one of"),
+    (lambda d: d["preprocessing"]["resize"].update(size=[160, 160]), r"resize size \[160, 160\] .* does not match"),
+    (lambda d: d["preprocessing"].pop("resize"), "is not valid model metadata .missing field 'resize'"),
+    (lambda d: d.update(labels=7), "is not valid model metadata .TypeError"),
+])
+def test_metadata_that_would_fail_every_request_is_refused_at_load(tiny_model_path, tmp_path, edit, message):
+    """Such metadata used to load (the warm-up feeds zeros, never resizing) and then answer
+    every request with a 500, or stop the CLI with a KeyError's traceback."""
+    model = copy_model(tiny_model_path, tmp_path)
+    data = json.loads(model.with_suffix(".json").read_text())
+    edit(data)
+    model.with_suffix(".json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message):
+        Model.load(model)
+
+
+def test_every_interpolation_name_the_metadata_allows_has_a_pillow_filter():
+    from yogapose import imaging
+    from yogapose.metadata import INTERPOLATIONS
+
+    assert set(imaging._RESAMPLE) == set(INTERPOLATIONS)
 
 
 def test_input_dtype_mismatch_is_refused(tiny_model_path, tmp_path):
