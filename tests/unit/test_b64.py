@@ -78,6 +78,17 @@ def test_payload_rules_tolerate_what_clients_write() -> None:
         assert b64.decode_payload(text, "image", 10_000) == PAYLOAD
 
 
+def test_line_breaks_do_not_count_against_the_size_limit() -> None:
+    """MIME-wrapped base64 (76 characters and CRLF) of an image just under the limit passes;
+    the breaks carry no data (found in review: 99,000 bytes were refused at a 100,000 limit)."""
+    data = os.urandom(99_000)
+    std = base64.b64encode(data).decode()
+    wrapped = "\r\n".join(std[i:i + 76] for i in range(0, len(std), 76))
+    assert b64.decode_payload(wrapped, "image", 100_000) == data
+    with pytest.raises(PayloadTooLarge):
+        b64.decode_payload(wrapped, "image", 98_999)
+
+
 @pytest.mark.parametrize("text", ["", "Q", "not base64!", "data:image/png;base64,", "===="])
 def test_payload_rules_refuse_the_rest(text: str) -> None:
     with pytest.raises(BadRequest) as info:
