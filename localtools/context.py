@@ -13,12 +13,14 @@ import time
 import uuid
 from collections.abc import Mapping
 
+from yogapose.deadline import FUNCTION_TIMEOUT_S
+
 
 class LambdaContext:
     """Lambda's context for one invocation; the deadline starts counting at construction."""
 
     def __init__(self, aws_request_id: str | None = None, *, function_name: str | None = None,
-                 memory_limit_in_mb: int | None = None, timeout_s: float = 30.0,
+                 memory_limit_in_mb: int | None = None, timeout_s: float = FUNCTION_TIMEOUT_S,
                  environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         region = env.get("AWS_REGION", "us-east-1")

@@ -32,6 +32,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from yogapose.deadline import FUNCTION_TIMEOUT_S
+
 # The wheel the RIE binary comes from; bump together with the README.
 SAM_CLI_VERSION = "1.170.0"
 HANDLER = "lambda_function.lambda_handler"
@@ -112,8 +114,8 @@ def environment(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.setdefault("LAMBDA_TASK_ROOT", str(REPO_ROOT))
     env.setdefault("PYTHONUNBUFFERED", "1")
-    # The RIE default matches Lambda's maximum; the template's timeout is what counts in AWS.
-    env.setdefault("AWS_LAMBDA_FUNCTION_TIMEOUT", "60")
+    # The template's Timeout, so a local request gets the budget it gets on Lambda.
+    env.setdefault("AWS_LAMBDA_FUNCTION_TIMEOUT", str(int(FUNCTION_TIMEOUT_S)))
     return env
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from localtools.context import LambdaContext
+from yogapose.deadline import FUNCTION_TIMEOUT_S
 from yogapose.edge import ROUTE_TABLE
 from yogapose.errors import BadRequest, PayloadTooLarge, PoseError
 
@@ -229,7 +230,7 @@ class FunctionUrlServer(ThreadingHTTPServer):
         address: tuple[str, int],
         handler: Handler,
         *,
-        timeout_s: float = 30.0,
+        timeout_s: float = FUNCTION_TIMEOUT_S,
         access_log: bool = False,
     ) -> None:
         self.lambda_handler = handler

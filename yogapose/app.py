@@ -1,8 +1,9 @@
 """Orchestration: a request's image sources -> bytes -> tensor -> probabilities per label.
 
 Data flows one way: ``edge`` tells what the event asks for, ``fetch`` (URLs, S3) or base64
-decoding yields bytes, ``imaging`` decodes and preprocesses them as the model metadata says,
-``runtime`` infers, and ``edge`` shapes the answer.
+decoding yields bytes, ``preprocess`` decodes them and crops the people the detector finds as
+the model metadata says, ``runtime`` infers, ``answer`` turns outputs into probabilities and
+a verdict, and ``edge`` shapes the response.
 
 Direct invokes get the result or a typed :class:`~yogapose.errors.PoseError`; HTTP events
 always get a response dict (errors as JSON with their status; anything unexpected as a 500

@@ -16,8 +16,11 @@ from .errors import UpstreamTimeout
 
 #: Kept back from Lambda's remaining time: building the answer, logging, metrics.
 MARGIN_S = 1.5
-#: Budget without a Lambda context: the template's function timeout (15 s) minus the margin.
-DEFAULT_BUDGET_S = 15.0 - MARGIN_S
+#: template.yaml's default function Timeout (a test keeps them equal): what local runs (the
+#: CLI, the local server, the emulator, the fake context) give a request, as Lambda would.
+FUNCTION_TIMEOUT_S = 15.0
+#: Budget without a Lambda context: the function timeout minus the margin.
+DEFAULT_BUDGET_S = FUNCTION_TIMEOUT_S - MARGIN_S
 
 
 class DeadlineExceeded(UpstreamTimeout):

@@ -12,9 +12,10 @@ Event kinds:
   configured for 1.0. Answered with ``{"statusCode", "headers", "body", ...}``; errors become
   JSON bodies ``{"error": {"code", "message"}}`` with the matching status.
 
-Routes (see the README's table): ``GET /`` page (or the health JSON when the client asks for
-``Accept: application/json`` only), ``POST /`` and ``POST /predict`` prediction, ``GET /health``.
-``HEAD`` is accepted wherever ``GET`` is; ``OPTIONS`` answers 204 with ``Allow`` (CORS
+Routes (see the README's table): ``GET /`` page (or the health JSON when the client's Accept
+header weighs ``application/json`` above ``text/html``), ``POST /`` and ``POST /predict``
+prediction, ``GET /health``. ``HEAD`` is accepted wherever ``GET`` is; ``OPTIONS`` on any
+of these routes answers 204 with ``Allow`` (CORS
 preflights are answered by the Function URL itself when CORS is configured on it).
 """
 
@@ -55,7 +56,7 @@ class Action(StrEnum):
 
 #: The route table, the one home of the HTTP surface (README's table, the local server's
 #: banner and the app's dispatch follow it). ``HEAD`` is answered wherever ``GET`` is, and
-#: ``OPTIONS`` on every path, so neither is listed.
+#: ``OPTIONS`` on every listed path (elsewhere 404), so neither is listed.
 ROUTE_TABLE: dict[tuple[str, str], Action] = {
     ("GET", "/"): Action.PAGE,
     ("POST", "/"): Action.PREDICT,

@@ -4,10 +4,11 @@
   name/ARN/memory, cold_start) when a real context is passed. Image bytes are never logged
   and URLs only through :func:`redact` (no query string, no credentials).
 * Metrics: CloudWatch Embedded Metric Format on stdout, namespace ``YogaPose`` unless
-  ``POWERTOOLS_METRICS_NAMESPACE`` says otherwise. Per request: FetchMs, DecodeMs, InferMs,
-  TotalMs, BytesFetched, Images; ``PredictedClass`` (dimension ``pose``) and ``Errors``
-  (dimension ``code``) as separate one-metric blobs, because EMF dimensions apply to a
-  whole blob; ``ColdStart`` once per execution environment (Powertools'
+  ``POWERTOOLS_METRICS_NAMESPACE`` says otherwise. Per request: FetchMs, DecodeMs, DetectMs,
+  InferMs, TotalMs, BytesFetched, Images, FlippedCrops; ``PredictedClass`` (dimension
+  ``pose``), ``Verdicts`` (dimension ``verdict``) and ``Errors`` (dimension ``code``) as
+  separate one-metric blobs, because EMF dimensions apply to a whole blob; ``ColdStart``
+  once per execution environment (Powertools'
   ``add_cold_start_metric``, which needs a real context).
 * Direct calls with ``context=None`` (ipython, the CLI) work: no context keys, no ColdStart,
   and no EMF lines unless running inside Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set);
@@ -56,7 +57,7 @@ def redact(url: object) -> str:
 class RequestStats:
     """What one invocation did; filled by the app, published once at the end."""
 
-    kind: str = "direct"  # direct | function_url | apigw_v2 | apigw_v1
+    kind: str = "direct"  # edge.event_kind: direct | function_url | apigw_v2 | apigw_v1 | map_batch | s3_event
     route: str | None = None
     status: int | None = None
     ms: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in _STAGES})
@@ -88,7 +89,7 @@ class RequestStats:
         return (time.perf_counter() - self.started) * 1000.0
 
     def server_timing(self) -> str:
-        """``Server-Timing`` header value: fetch, decode and infer durations in ms."""
+        """``Server-Timing`` header value: fetch, decode, detect and infer durations in ms."""
         return ", ".join(f"{s};dur={self.ms.get(s, 0.0):.1f}" for s in _STAGES)
 
 

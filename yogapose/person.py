@@ -26,9 +26,9 @@ Its post-processing is re-implemented here from MediaPipe's published graph
   (MediaPipe's landmark ROI by 1.25; our crop by the metadata's ``scale``, 1.0: the
   classifier learns from photos framed tighter than the landmark model's input).
 
-Only the numbers that decide behaviour (score threshold, NMS IoU, region scale) are data
-in the model metadata (:class:`~yogapose.metadata.PersonCrop`); the anchor layout is
-the detector file's, fixed by its sha256 there too.
+The numbers that decide behaviour (score threshold, NMS IoU, region scale, the window search
+and candidate count) are data in the model metadata (:class:`~yogapose.metadata.PersonCrop`);
+the anchor layout is the detector file's, fixed by its sha256 there too.
 """
 
 from __future__ import annotations

@@ -227,6 +227,16 @@ def test_reserved_concurrency_only_when_positive(translated, value, expected):
     assert fn.get("ReservedConcurrentExecutions") == expected
 
 
+def test_local_runs_get_the_templates_function_timeout():
+    """The CLI, the local server, the emulator and the fake context budget a request as the
+    deployed function's default Timeout does (they used 30 and 60 s against Lambda's 15)."""
+    from localtools.context import LambdaContext
+    from yogapose.deadline import FUNCTION_TIMEOUT_S
+
+    assert _load_template()["Parameters"]["Timeout"]["Default"] == FUNCTION_TIMEOUT_S
+    assert LambdaContext().get_remaining_time_in_millis() <= FUNCTION_TIMEOUT_S * 1000
+
+
 def test_arm64_is_selectable(translated):
     fn = _one(_deployed(translated, Architecture="arm64"), "AWS::Lambda::Function")
     assert fn["Architectures"] == ["arm64"]
