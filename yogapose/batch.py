@@ -49,6 +49,8 @@ IMAGE_EXTENSIONS = formats.EXTENSIONS
 #: Keys of a successful record, in CSV column order (``probabilities`` becomes one column per
 #: label); failed records carry ``source`` and ``error`` instead.
 RECORD_FIELDS = ("source", "pose", "probability", "probabilities")
+#: S3's longest object key, in UTF-8 bytes.
+MAX_S3_KEY_BYTES = 1024
 #: Extra keys of a record asked for with ``details`` (the detailed answer's fields).
 DETAIL_FIELDS = ("confidence", "reason", "person")
 
@@ -198,8 +200,14 @@ def s3_notification(app: App, event: dict, stats: RequestStats, deadline: Clock 
             failures.append(f"{source}: {error['message']}")  # not its result: S3 retries
             continue
         result_key = f"{prefix}{key}.json"
+        if len(result_key.encode("utf-8")) > MAX_S3_KEY_BYTES:
+            # No retry can write it: said in the logs and metrics, the other uploads go on.
+            stats.error(BadRequest.code)
+            logger.error("no result for %s: its result key would be over S3's %d bytes",
+                         source[:200], MAX_S3_KEY_BYTES)
+            continue
         try:
-            _put_json(app, bucket, result_key, rec)
+            _put_json(app, bucket, result_key, rec, stats.deadline.remaining())
         except PoseError as exc:
             stats.error(exc.code)
             failures.append(f"could not write {result_key}: {exc.message}")
@@ -241,14 +249,17 @@ def _one_object(app: App, source: str, key: str, stats: RequestStats, deadline: 
     return record_for(source, lambda: classify_url(app, source, stats, details), stats)
 
 
-def _put_json(app: App, bucket: str, key: str, payload: Any) -> None:
+def _put_json(app: App, bucket: str, key: str, payload: Any, left: float) -> None:
+    """Write ``payload`` as JSON within ``left`` seconds (the request's remaining time)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from .fetch import _s3_client  # one S3 client per process, configured in one place
 
     shown = f"s3://{bucket}/{key}"
+    if left <= 0:
+        raise DeadlineExceeded(f"the request ran out of time before writing {shown}")
     try:
-        _s3_client(app.settings).put_object(
+        _s3_client(app.settings, left).put_object(
             Bucket=bucket, Key=key, Body=json.dumps(payload).encode("utf-8"),
             ContentType="application/json",
         )

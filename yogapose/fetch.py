@@ -648,6 +648,8 @@ def _s3_error(exc: Any, shown: str) -> PoseError:
             f"access to {shown} denied (the function's role needs s3:GetObject; without "
             "s3:ListBucket S3 also answers 403 for missing objects)"
         )
+    if code == "InvalidObjectState":  # the object's own state, not S3's: no retry helps
+        return TargetNotAllowed(f"{shown} is archived (Glacier or Deep Archive); restore it before classifying")
     if code in ("InvalidBucketName", "KeyTooLongError", "InvalidArgument"):
         return BadRequest(f"S3 rejected {shown}: {code}")
     return UpstreamError(f"S3 answered {status or ''} {code or 'error'} for {shown}".replace("  ", " "))

@@ -220,6 +220,22 @@ def test_a_retryable_failure_is_not_written_as_the_result_but_left_for_s3s_retry
     assert keys == {"results/uploads/late.txt.json"}  # the permanent one is written, the other is not
 
 
+def test_an_upload_whose_result_key_would_be_too_long_is_skipped_not_retried(s3_handler) -> None:
+    """results/<key>.json over S3's 1,024 bytes can never be written: no endless retries."""
+    key = "uploads/" + "k" * (1015 - len("uploads/")) + ".jpg"
+    client().put_object(Bucket=BUCKET, Key=key, Body=small_jpeg(2))
+    assert s3_handler(s3_event(key), None) == []  # no exception: nothing for S3 to retry
+    assert "Contents" not in client().list_objects_v2(Bucket=BUCKET, Prefix="results/uploads/kkk")
+
+
+def test_writing_a_result_is_bounded_by_the_time_left(s3_handler) -> None:
+    from yogapose.app import get_app
+    from yogapose.deadline import DeadlineExceeded
+
+    with pytest.raises(DeadlineExceeded, match="before writing"):
+        batch._put_json(get_app(), BUCKET, "results/x.json", {}, left=0.0)
+
+
 def test_a_malformed_notification_is_a_bad_request(s3_handler) -> None:
     from yogapose.errors import BadRequest
 

@@ -43,6 +43,7 @@ def moto_endpoint() -> Iterator[str]:
             s3.put_object(Bucket=BUCKET, Key="odd key?v=1#frag.jpg", Body=b"odd", ContentType="image/png")
             s3.put_object(Bucket=BUCKET, Key="big.jpg", Body=b"b" * 5000)
             s3.put_object(Bucket=BUCKET, Key="empty.jpg", Body=b"")
+            s3.put_object(Bucket=BUCKET, Key="archived.jpg", Body=IMAGE, StorageClass="GLACIER")
         yield endpoint
 
 
@@ -80,6 +81,11 @@ def test_keys_are_taken_verbatim(s3_env: str) -> None:
 def test_a_missing_key_with_query_like_characters_is_named_as_looked_up(s3_env: str) -> None:
     with pytest.raises(NotFound, match=r"s3://yoga-poses-test/poses/tree\.jpg\?versionId=abc does not"):
         fetch(f"s3://{BUCKET}/poses/tree.jpg?versionId=abc", Settings())
+
+
+def test_an_archived_object_is_403_saying_to_restore_it_not_a_retryable_502(s3_env: str) -> None:
+    with pytest.raises(TargetNotAllowed, match="archived .* restore it"):
+        fetch(f"s3://{BUCKET}/archived.jpg", Settings())
 
 
 def test_an_empty_object_is_415_saying_it_is_empty(s3_env: str) -> None:
@@ -184,7 +190,7 @@ def _client_error(code: str, status: int):  # type: ignore[no-untyped-def]
         ("AccessDenied", 403, TargetNotAllowed),
         ("NoSuchKey", 404, NotFound),
         ("NoSuchBucket", 404, NotFound),
-        ("InvalidObjectState", 403, UpstreamError),  # archived in Glacier
+        ("InvalidObjectState", 403, TargetNotAllowed),  # archived in Glacier: the object's state, not S3's
         ("SlowDown", 503, UpstreamError),
         ("InternalError", 500, UpstreamError),
     ],
