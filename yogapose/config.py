@@ -7,6 +7,7 @@ check the README's Configuration table and the template's ``Environment`` agains
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,9 +31,21 @@ def parse_int(raw: str) -> int:
 
 def parse_float(raw: str) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ValueError("must be a number") from None
+    if not math.isfinite(value):  # nan passes every bound check, and timeouts of nan/inf break later
+        raise ValueError("must be a finite number")
+    return value
+
+
+def parse_log_level(raw: str) -> str:
+    """A level Python's logging (and so Powertools) knows, checked here so a typo stops the init
+    with the variable's name instead of inside Powertools."""
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"}:
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return value
 
 
 def parse_bool(raw: str) -> bool:
@@ -75,6 +88,7 @@ class EnvVar:
     parse: Callable[[str], Any] | None
     meaning: str
     minimum: float | None = None
+    maximum: float | None = None
     #: The default as the README shows it, when ``str(default)`` is not it.
     shown_default: str | None = None
     #: A default that depends on the rest of the environment (wins over ``default``).
@@ -101,6 +115,8 @@ class EnvVar:
             raise ValueError(f"{self.name} {exc}, got {raw!r}") from None
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{self.name} must be >= {self.minimum:g}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{self.name} must be <= {self.maximum:g}, got {value}")
         return value
 
 
@@ -125,21 +141,22 @@ VARIABLES: tuple[EnvVar, ...] = (
            "redirects followed, each re-checked by the SSRF guard", minimum=0),
     EnvVar("BATCH_LIMIT", "batch_limit", 16, parse_int, "most items in urls / images", minimum=1),
     EnvVar("NUM_THREADS", "num_threads", 1, parse_int,
-           "LiteRT threads; default one per vCPU Lambda grants for the memory size", minimum=1,
+           "LiteRT threads; default one per vCPU Lambda grants for the memory size", minimum=1, maximum=64,
            shown_default=f"memory MB // {MB_PER_VCPU}, at least 1", default_from=threads_for_memory),
     EnvVar("ALLOW_PRIVATE_URLS", "allow_private", False, parse_bool,
            "true lets URLs reach private/loopback addresses: local testing only"),
     # Below this top probability the web page says the model is unsure.
     EnvVar("UNSURE_THRESHOLD", "unsure_threshold", 0.5, parse_float,
-           "below this top probability the web page says the model is unsure", minimum=0.0),
+           "below this top probability the web page says the model is unsure", minimum=0.0, maximum=1.0),
     # Classify on upload: never a prefix that triggers the function again (yogapose.batch).
     EnvVar("RESULTS_PREFIX", "results_prefix", "results/", parse_prefix,
            "classify on upload writes `<prefix><key>.json` here; keys under it are never classified"),
     # Read by Powertools itself (yogapose.observability sets only these defaults).
     EnvVar("POWERTOOLS_SERVICE_NAME", None, "yoga-pose", None, "service name in logs and metrics"),
     EnvVar("POWERTOOLS_METRICS_NAMESPACE", None, "YogaPose", None, "CloudWatch namespace"),
-    EnvVar("POWERTOOLS_LOG_LEVEL", None, "INFO", None, "log level"),
-    EnvVar("POWERTOOLS_METRICS_DISABLED", None, None, None, "true silences metrics",
+    # Read by Powertools itself; parsed here only to stop a malformed value at init by name.
+    EnvVar("POWERTOOLS_LOG_LEVEL", None, "INFO", parse_log_level, "log level"),
+    EnvVar("POWERTOOLS_METRICS_DISABLED", None, None, parse_bool, "true silences metrics",
            shown_default="unset"),
 )
 BY_NAME: dict[str, EnvVar] = {v.name: v for v in VARIABLES}
@@ -179,4 +196,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     function should fail its init loudly rather than serve with a surprising limit.
     """
     env = os.environ if environ is None else environ
-    return Settings(**{v.attr: v.read(env) for v in VARIABLES if v.attr is not None})
+    values = {v.name: v.read(env) for v in VARIABLES if v.attr is not None or v.parse is not None}
+    return Settings(**{v.attr: values[v.name] for v in VARIABLES if v.attr is not None})

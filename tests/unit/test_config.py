@@ -68,6 +68,16 @@ def test_values_are_parsed() -> None:
     ("FETCH_MAX_REDIRECTS", "-1", "FETCH_MAX_REDIRECTS must be >= 0, got -1"),
     ("ALLOW_PRIVATE_URLS", "maybe", "ALLOW_PRIVATE_URLS must be true/false, got 'maybe'"),
     ("NUM_THREADS", "0", "NUM_THREADS must be >= 1, got 0"),
+    # nan passes every bound check and used to break fetches (nan timeouts) or /health's JSON
+    ("FETCH_CONNECT_TIMEOUT", "nan", "FETCH_CONNECT_TIMEOUT must be a finite number, got 'nan'"),
+    ("FETCH_DEADLINE", "inf", "FETCH_DEADLINE must be a finite number, got 'inf'"),
+    ("UNSURE_THRESHOLD", "1e400", "UNSURE_THRESHOLD must be a finite number, got '1e400'"),
+    ("UNSURE_THRESHOLD", "5", "UNSURE_THRESHOLD must be <= 1, got 5.0"),
+    ("NUM_THREADS", "99999999999999999999", "NUM_THREADS must be <= 64, got 99999999999999999999"),
+    # read by Powertools, checked here so the init names the variable
+    ("POWERTOOLS_LOG_LEVEL", "LOUD", "POWERTOOLS_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
+                                     "CRITICAL, got 'LOUD'"),
+    ("POWERTOOLS_METRICS_DISABLED", "maybe", "POWERTOOLS_METRICS_DISABLED must be true/false, got 'maybe'"),
 ])
 def test_malformed_values_name_the_variable(name: str, raw: str, message: str) -> None:
     with pytest.raises(ValueError) as info:
