@@ -125,8 +125,14 @@ def instrument(handler: Callable[[Any, RequestStats], Any]) -> Callable[[Any, An
         stats = RequestStats(deadline=Deadline.for_invocation(context))
         try:
             return handler(event, stats)
-        except Exception as exc:
-            stats.error(exc.code if isinstance(exc, PoseError) else "internal_error")
+        except PoseError as exc:
+            stats.error(exc.code)
+            # Lambda's runtime answers a raised error with its stackTrace too: the caller's
+            # error is the type and message, not our modules' frames (internal errors are
+            # logged with theirs where they are caught).
+            raise exc.with_traceback(None)  # its __cause__ (an internal error's) stays
+        except Exception:
+            stats.error("internal_error")
             raise
         finally:
             publish(stats, context)

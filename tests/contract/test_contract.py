@@ -134,6 +134,19 @@ def test_direct_errors_are_typed_exceptions(handler):
         handler({"link": "https://example.com/x.jpg"}, None)
 
 
+def test_a_direct_error_carries_no_frames_of_the_package(handler, image_url):
+    """Lambda's runtime sends the raised error's stackTrace to the caller along with its type
+    and message: it must not walk the caller through fetch.py and imaging.py."""
+    import traceback
+
+    from yogapose.errors import TargetNotAllowed
+
+    with pytest.raises(TargetNotAllowed) as info:
+        handler({"url": "ftp://example.com/a.jpg"}, None)
+    files = {frame.filename for frame in traceback.extract_tb(info.value.__traceback__)}
+    assert not any(name.endswith(("fetch.py", "app.py", "edge.py")) for name in files), files
+
+
 def test_unknown_field_names_are_quoted_short_whatever_their_size(handler):
     """The error names a few of the caller's fields, each cut short: a 4 MB field name must
     not come back as a 12 MB JSON answer (over Lambda's 6 MB response limit)."""
