@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from yogapose import formats
 from yogapose.metadata import Preprocessing
 from yogapose.person import PersonBox
 from yogapose.preprocess import Preprocessor
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+# The serving decoder's file name extensions: the one image-format table (yogapose.formats).
+IMAGE_SUFFIXES = formats.EXTENSIONS
 # Training images are small; the cap only guards against a stray huge file.
 _MAX_PIXELS = 100_000_000
 # The out-of-scope class: trained as a seventh output, never part of the six-key answer.

@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from yogapose.batch import DETAIL_FIELDS, IMAGE_EXTENSIONS, is_folder_marker, is_image_name, record_for
+from yogapose.batch import (
+    DETAIL_FIELDS,
+    IMAGE_EXTENSIONS,
+    RECORD_FIELDS,
+    is_folder_marker,
+    is_image_name,
+    record_for,
+)
 
 FORMATS = ("jsonl", "csv", "json")
 # --output FILE without --format: the format its name says, else JSON Lines.
@@ -254,8 +261,9 @@ def classify_all(sources: Sequence[str], settings: Any, details: bool, workers: 
 
 
 def csv_columns(labels: Sequence[str], details: bool) -> list[str]:
-    """CSV header: the record's fields, one column per label, then the error columns."""
-    cols = ["source", "pose", "probability", *labels]
+    """CSV header: the record's fields (``probabilities`` as one column per label), then the
+    error columns."""
+    cols = [c for field in RECORD_FIELDS for c in (labels if field == "probabilities" else [field])]
     if details:
         cols += list(DETAIL_FIELDS)
     return [*cols, "error_code", "error_message"]

@@ -41,8 +41,6 @@ FORMATS: tuple[ImageFormat, ...] = (
 
 JPEG, PNG, WEBP, BMP, GIF = FORMATS
 
-#: Pillow plugin names, in the order ``Image.open`` may try them.
-PILLOW_NAMES: tuple[str, ...] = tuple(f.pillow for f in FORMATS)
 #: Every media type a raw image upload may carry (the bytes are sniffed regardless).
 MEDIA_TYPES: frozenset[str] = frozenset(t for f in FORMATS for t in f.media_types)
 #: File extensions local tools treat as images.

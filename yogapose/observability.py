@@ -130,7 +130,7 @@ def instrument(handler: Callable[[Any, RequestStats], Any]) -> Callable[[Any, An
             # Lambda's runtime answers a raised error with its stackTrace too: the caller's
             # error is the type and message, not our modules' frames (internal errors are
             # logged with theirs where they are caught).
-            raise exc.with_traceback(None)  # its __cause__ (an internal error's) stays
+            raise exc.with_traceback(None)  # noqa: B904 - the same error; its __cause__ stays
         except Exception:
             stats.error("internal_error")
             raise
