@@ -224,6 +224,7 @@ class FunctionUrlServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` that invokes a Lambda handler per request."""
 
     daemon_threads = True
+    request_queue_size = 64  # a page's burst of connections is queued, not reset
 
     def __init__(
         self,
@@ -263,6 +264,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: FunctionUrlServer
     protocol_version = "HTTP/1.1"
     server_version = "yogapose-local"
+    # A client silent this long (idle keep-alive, a half-sent request) gives its thread back.
+    timeout = 60
 
     def version_string(self) -> str:
         return self.server_version
@@ -306,13 +309,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._read_chunked()
-        raw = self.headers.get("Content-Length")
-        if raw is None:
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
             return b""
         try:
-            length = int(raw)
-            if length < 0:
+            # Digits only, and one value (RFC 9110 8.6): int() would also take "+2", "1_0"
+            # or Unicode digits, and a second, different header would be ignored.
+            if len(set(values)) != 1 or not re.fullmatch(r"[0-9]{1,18}", values[0].strip()):
                 raise ValueError
+            length = int(values[0])
         except ValueError:
             self.close_connection = True
             raise BadRequest("invalid Content-Length header") from None

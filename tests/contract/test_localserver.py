@@ -188,6 +188,23 @@ def test_chunked_request_body_is_reassembled(server, labels):
     assert set(payload) == set(labels)
 
 
+@pytest.mark.parametrize("lengths", [["+2"], ["1_0"], ["\u0661\u0660"], [" 12 ", "13"], ["-1"]])
+def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_400(server, lengths):
+    """int() takes "+2", "1_0" and Unicode digits; a second, different header was ignored."""
+    import socket
+
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    head = "".join(f"Content-Length: {v}\r\n" for v in lengths)
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode() + b'{"url": "x"}')
+        reply = b""
+        while chunk := sock.recv(65536):  # the server closes after a bad framing header
+            reply += chunk
+        reply = reply.decode("latin-1")
+    assert reply.startswith("HTTP/1.1 400"), reply[:200]
+    assert "invalid Content-Length header" in reply
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "content_type", "status"),
     [
