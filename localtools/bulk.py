@@ -144,10 +144,10 @@ def list_s3(uri: str, client: Any = None) -> Iterator[str]:
     """
     bucket, _sep, prefix = uri[5:].partition("/")
     if client is None:
+        from yogapose import s3client
         from yogapose.config import load_settings
-        from yogapose.fetch import _s3_client  # one S3 client configuration for the project
 
-        client = _s3_client(load_settings())
+        client = s3client.client(load_settings())
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

@@ -253,13 +253,13 @@ def _put_json(app: App, bucket: str, key: str, payload: Any, left: float) -> Non
     """Write ``payload`` as JSON within ``left`` seconds (the request's remaining time)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .fetch import _s3_client  # one S3 client per process, configured in one place
+    from . import s3client
 
     shown = f"s3://{bucket}/{key}"
     if left <= 0:
         raise DeadlineExceeded(f"the request ran out of time before writing {shown}")
     try:
-        _s3_client(app.settings, left).put_object(
+        s3client.client(app.settings, left).put_object(
             Bucket=bucket, Key=key, Body=json.dumps(payload).encode("utf-8"),
             ContentType="application/json",
         )

@@ -26,7 +26,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import logging
-import math
 import re
 import socket
 import ssl
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urljoin, urlsplit
 
-from . import formats, netguard
+from . import formats, netguard, s3client
 from .config import Settings
 from .deadline import Deadline, DeadlineExceeded
 from .errors import (
@@ -494,68 +493,6 @@ def _fetch_http(url: str, limits: FetchLimits, clock: _Clock) -> Fetched:
 
 # ----------------------------------------------------------------------------------- S3
 
-_s3_clients: dict[tuple[Any, ...], Any] = {}
-_s3_lock = threading.Lock()
-
-
-def _s3_client(settings: FetchLimits | Settings, left: float | None = None) -> Any:
-    """A cached boto3 S3 client (creating one costs ~100 ms; clients are thread-safe).
-
-    Endpoint and region come from the environment the way boto3 reads them, including
-    ``AWS_ENDPOINT_URL_S3`` (botocore >= 1.31 / boto3 >= 1.28); they are part of the cache
-    key so a changed environment (tests, local runs) gets a fresh client. ``left`` (seconds
-    until the fetch must end) shortens the timeouts and retries when they would outlast it.
-    """
-    import os
-
-    connect, read, attempts = _s3_timeouts(settings.connect_timeout, settings.read_timeout, left)
-    key = (
-        connect,
-        read,
-        attempts,
-        settings.user_agent,
-        os.environ.get("AWS_ENDPOINT_URL_S3"),
-        os.environ.get("AWS_ENDPOINT_URL"),
-        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-    )
-    with _s3_lock:
-        client = _s3_clients.get(key)
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=connect,
-                read_timeout=read,
-                retries={"total_max_attempts": attempts, "mode": "standard"},
-                user_agent_extra=settings.user_agent.split(" ", 1)[0],
-            )
-            # A private session: boto3.client() on the default session is not thread-safe.
-            client = boto3.session.Session().client("s3", config=config)
-            _s3_clients[key] = client
-        return client
-
-
-def _s3_timeouts(connect: float, read: float, left: float | None) -> tuple[float, float, int]:
-    """(connect timeout, read timeout, attempts) for a GET that must end within ``left`` s.
-
-    botocore only takes timeouts per client, so a short budget gets a client with one
-    attempt and timeouts of half of it, in 0.5 s steps (a handful of cached clients serve
-    every budget); the 1.5 s margin of the request deadline absorbs the rounding.
-    """
-    attempts = 2
-    if left is None or left >= (connect + read) * attempts:
-        return connect, read, attempts
-    step = max(0.5, math.floor(left / 2 / 0.5) * 0.5)
-    return min(connect, step), min(read, step), 1
-
-
-def reset_s3_client() -> None:
-    """Forget cached S3 clients (tests that change credentials or endpoints)."""
-    with _s3_lock:
-        _s3_clients.clear()
-
-
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` -> (bucket, key). The key is taken verbatim (not URL-decoded,
     like the AWS CLI), so keys with spaces, '?' or '#' work."""
@@ -584,7 +521,7 @@ def _fetch_s3(uri: str, limits: FetchLimits, clock: _Clock) -> Fetched:
     if time.monotonic() >= clock.expires:
         raise clock.timeout(f"reading {shown}")
     try:
-        client = _s3_client(limits, clock.expires - time.monotonic())
+        client = s3client.client(limits, clock.expires - time.monotonic())
         resp = client.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         raise _s3_error(exc, shown) from None

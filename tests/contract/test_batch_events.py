@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from tests.s3server import aws_env, client, moto_s3, small_jpeg
-from yogapose import batch
-from yogapose import fetch as fetch_mod
+from yogapose import batch, s3client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,9 +43,9 @@ def endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3_handler(handler, endpoint: str, monkeypatch: pytest.MonkeyPatch):
     aws_env(monkeypatch, endpoint)
-    fetch_mod.reset_s3_client()
+    s3client.reset()
     yield handler
-    fetch_mod.reset_s3_client()
+    s3client.reset()
 
 
 def item(key: str, size: int = 1000) -> dict[str, Any]:
@@ -111,7 +110,7 @@ def test_items_without_a_key_get_an_error_record(s3_handler) -> None:
 
 def test_a_spent_deadline_reports_the_items_not_started(make_app, endpoint, monkeypatch) -> None:
     aws_env(monkeypatch, endpoint)
-    fetch_mod.reset_s3_client()
+    s3client.reset()
 
     class TwoItems:
         """Time runs out after two items were started."""
@@ -203,7 +202,7 @@ def test_a_retryable_failure_is_not_written_as_the_result_but_left_for_s3s_retry
     from yogapose.observability import RequestStats
 
     aws_env(monkeypatch, endpoint)
-    fetch_mod.reset_s3_client()
+    s3client.reset()
 
     class Spent:
         def expired(self) -> bool:

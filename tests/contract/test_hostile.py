@@ -551,20 +551,20 @@ def test_a_big_rle_bmp_is_refused_before_pillows_python_decoder_runs():
 def test_the_request_deadline_bounds_a_silent_s3_endpoint(silent_server, monkeypatch):
     """botocore takes timeouts per client (3 s connect, 5 s read, 2 attempts: up to 16 s);
     with 1 s left the fetch gets a client with one short attempt."""
-    from yogapose import fetch as fetch_mod
+    from yogapose import s3client
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{silent_server.port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    fetch_mod.reset_s3_client()
+    s3client.reset()
     try:
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout):
             fetch("s3://bucket/pose.jpg", FetchLimits(deadline=Deadline.after(1.0)))
         assert time.monotonic() - started < 1.0 + MARGIN_S
     finally:
-        fetch_mod.reset_s3_client()
-    assert fetch_mod._s3_timeouts(3.0, 5.0, None) == (3.0, 5.0, 2)
-    assert fetch_mod._s3_timeouts(3.0, 5.0, 100.0) == (3.0, 5.0, 2)
-    assert fetch_mod._s3_timeouts(3.0, 5.0, 4.2) == (2.0, 2.0, 1)
+        s3client.reset()
+    assert s3client.timeouts(3.0, 5.0, None) == (3.0, 5.0, 2)
+    assert s3client.timeouts(3.0, 5.0, 100.0) == (3.0, 5.0, 2)
+    assert s3client.timeouts(3.0, 5.0, 4.2) == (2.0, 2.0, 1)

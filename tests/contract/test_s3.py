@@ -14,6 +14,7 @@ import pytest
 
 from tests.s3server import aws_env, client, moto_s3
 from yogapose import fetch as fetch_mod
+from yogapose import s3client
 from yogapose.config import Settings
 from yogapose.errors import (
     BadRequest,
@@ -50,9 +51,9 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     aws_env(monkeypatch, moto_endpoint)
-    fetch_mod.reset_s3_client()
+    s3client.reset()
     yield moto_endpoint
-    fetch_mod.reset_s3_client()
+    s3client.reset()
 
 
 def test_fetches_an_object(s3_env: str) -> None:
@@ -67,11 +68,11 @@ def test_fetches_an_object(s3_env: str) -> None:
 
 def test_endpoint_comes_from_the_environment_and_client_is_cached(s3_env: str) -> None:
     fetch(f"s3://{BUCKET}/poses/tree.jpg", Settings())
-    clients = list(fetch_mod._s3_clients.values())
+    clients = list(s3client._clients.values())
     assert len(clients) == 1
     assert clients[0].meta.endpoint_url == s3_env  # no endpoint_url argument was passed
     fetch(f"s3://{BUCKET}/poses/tree.jpg", Settings())
-    assert list(fetch_mod._s3_clients.values()) == clients
+    assert list(s3client._clients.values()) == clients
 
 
 def test_keys_are_taken_verbatim(s3_env: str) -> None:
@@ -102,7 +103,7 @@ def test_no_credentials_is_403_saying_how_to_configure_them(s3_env: str, monkeyp
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    fetch_mod.reset_s3_client()
+    s3client.reset()
     with pytest.raises(TargetNotAllowed, match="no AWS credentials are configured") as info:
         fetch(f"s3://{BUCKET}/poses/tree.jpg", Settings())
     assert info.value.http_status == 403

@@ -33,7 +33,7 @@ from tests.sfn_harness import (
 )
 from tests.system.test_template import Evaluator, _one, _run, _tool
 from tests.system.test_template import translated as translated  # the module's fixture, shared
-from yogapose import fetch as fetch_mod
+from yogapose import s3client
 
 REPO = Path(__file__).resolve().parents[2]
 ASL_VALIDATOR = REPO / ".tools" / "npm" / "node_modules" / ".bin" / "asl-validator"
@@ -248,9 +248,9 @@ def archive() -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def s3_env(archive, monkeypatch):
     aws_env(monkeypatch, archive["endpoint"])
-    fetch_mod.reset_s3_client()
+    s3client.reset()
     yield archive
-    fetch_mod.reset_s3_client()
+    s3client.reset()
 
 
 def _read_results(s3: Any, manifest_key: str) -> tuple[dict, list[dict]]:
