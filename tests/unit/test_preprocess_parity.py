@@ -104,3 +104,25 @@ def test_alpha_background_comes_from_the_metadata() -> None:
     black = preprocess_bytes(buf.getvalue(), Preprocessing(alpha_background=(0, 0, 0)), MAX_PIXELS)
     np.testing.assert_allclose(white, 1.0, atol=1e-6)
     np.testing.assert_allclose(black, -1.0, atol=1e-6)
+
+
+def _reference(data: bytes) -> np.ndarray:
+    """What the model card promises, written with plain Pillow and numpy (Keras's
+    ``load_img(target_size=(150, 150))`` with bilinear resizing, then Xception's
+    ``x / 127.5 - 1``): alpha on white, RGB, no aspect ratio kept."""
+    img = Image.open(io.BytesIO(data)).convert("RGBA")
+    white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, img).convert("RGB").resize((150, 150), Image.Resampling.BILINEAR)
+    return (np.asarray(rgb, np.float32) / 127.5 - 1.0)[None]
+
+
+def test_the_tensor_is_what_an_independent_reference_computes() -> None:
+    """Training and serving share Preprocessor, so the parity test above cannot catch a bug
+    in it; this compares with code that shares nothing with it."""
+    small = _png_rgba(_photo((300, 200)))  # no box reduction first: the same resize, exactly
+    np.testing.assert_allclose(preprocess_bytes(small, PREP, MAX_PIXELS), _reference(small), atol=1e-6)
+    yy, xx = np.mgrid[0:960, 0:1280]  # smooth: the two resamplers differ only at fine detail
+    smooth = np.stack([xx * 255 // 1280, yy * 255 // 960, (xx + yy) * 255 // 2240], -1).astype(np.uint8)
+    big = _png_rgba(Image.fromarray(smooth, "RGB"))  # box-reduced by 6 before the resize: close, not equal
+    diff = np.abs(preprocess_bytes(big, PREP, MAX_PIXELS) - _reference(big))
+    assert diff.mean() < 0.01 and diff.max() < 0.25, (diff.mean(), diff.max())  # max: the alpha band's edge
