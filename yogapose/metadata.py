@@ -199,6 +199,11 @@ class Preprocessing:
         scale = d["scale"]
         if resize.get("keep_aspect_ratio", False):
             raise ValueError("keep_aspect_ratio=True is not supported by this server")
+        # Fields that name how the numbers above are used: another value would need other code.
+        if str(resize.get("library", "pillow")) != "pillow":
+            raise ValueError(f"resize library {resize.get('library')!r} is not supported by this server (pillow)")
+        if str(scale.get("formula", "x / divisor + offset")) != "x / divisor + offset":
+            raise ValueError(f"scale formula {scale.get('formula')!r} is not supported (x / divisor + offset)")
         # What this server's decoder always does; a model trained otherwise is refused at
         # load instead of being fed images it never saw.
         if str(d.get("color_mode", "RGB")) != "RGB":
@@ -330,6 +335,8 @@ class ModelMetadata:
         if open_set is not None and activation != "linear":
             raise ValueError("an open-set verdict needs a model that outputs logits (activation 'linear')")
         preprocessing = Preprocessing.from_dict(d["preprocessing"])
+        if str(d["input"].get("layout", "NHWC")) != "NHWC":
+            raise ValueError(f"input layout {d['input'].get('layout')!r} is not supported by this server (NHWC)")
         shape = tuple(int(x) for x in d["input"]["shape"])
         if len(shape) == 4 and preprocessing.size != (shape[2], shape[1]):
             # One size in two places: a mismatch would load and then fail every request.

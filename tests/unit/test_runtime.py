@@ -79,6 +79,9 @@ def test_input_shape_mismatch_is_refused(tiny_model_path, tmp_path):
     (lambda d: d["preprocessing"]["resize"].update(size=[160, 160]), r"resize size \[160, 160\] .* does not match"),
     (lambda d: d["preprocessing"].pop("resize"), "is not valid model metadata .missing field 'resize'"),
     (lambda d: d.update(labels=7), "is not valid model metadata .TypeError"),
+    (lambda d: d["input"].update(layout="NCHW"), "input layout 'NCHW' is not supported"),
+    (lambda d: d["preprocessing"]["resize"].update(library="opencv"), "resize library 'opencv' is not supported"),
+    (lambda d: d["preprocessing"]["scale"].update(formula="x / 255"), "scale formula 'x / 255' is not supported"),
 ])
 def test_metadata_that_would_fail_every_request_is_refused_at_load(tiny_model_path, tmp_path, edit, message):
     """Such metadata used to load (the warm-up feeds zeros, never resizing) and then answer
