@@ -145,7 +145,7 @@ class App:
         """The one input field and its value; BadRequest naming the field otherwise."""
         if not isinstance(payload, dict):
             raise BadRequest(f"request must be a JSON object, got {edge.type_name(payload)}; {_ONE_OF}")
-        unknown = [k for k in payload if k not in FIELDS and k != DETAILS_FIELD]
+        unknown = [str(k) for k in payload if k not in FIELDS and k != DETAILS_FIELD]  # ipython may pass any key
         if unknown:
             raise BadRequest(f"unknown field(s) {_names(unknown)}; {_ONE_OF}")
         present = [k for k in FIELDS if k in payload]

@@ -155,6 +155,8 @@ def test_unknown_field_names_are_quoted_short_whatever_their_size(handler):
     message = info.value.message
     assert len(message) < 600, len(message)
     assert "unknown field(s)" in message and "and 496 more" in message
+    with pytest.raises(BadRequest, match="unknown field.s. 1, None"):  # ipython may pass any key
+        handler({1: "x", None: 2}, None)
 
 
 # ---------------------------------------------------------------- HTTP events
