@@ -49,8 +49,6 @@ IMAGE_EXTENSIONS = formats.EXTENSIONS
 #: Keys of a successful record, in CSV column order (``probabilities`` becomes one column per
 #: label); failed records carry ``source`` and ``error`` instead.
 RECORD_FIELDS = ("source", "pose", "probability", "probabilities")
-#: S3's longest object key, in UTF-8 bytes.
-MAX_S3_KEY_BYTES = 1024
 #: Extra keys of a record asked for with ``details`` (the detailed answer's fields).
 DETAIL_FIELDS = ("confidence", "reason", "person")
 
@@ -157,11 +155,9 @@ def map_batch(app: App, event: dict, stats: RequestStats, deadline: Clock | None
     bucket = batch_input.get("bucket")
     if not isinstance(bucket, str) or not bucket.strip():
         raise BadRequest('BatchInput.bucket must name the bucket the items were listed from')
-    if "/" in bucket:  # "my-photos/2026" would quietly read keys under 2026/
-        raise BadRequest(f"BatchInput.bucket must be a bucket name, got {bucket[:80]!r}")
-    from .fetch import parse_s3_uri
+    from .fetch import check_bucket
 
-    parse_s3_uri(f"s3://{bucket}/key")  # the name's characters: BadRequest otherwise
+    check_bucket(bucket)  # "my-photos/2026" would quietly read keys under 2026/
     details = batch_input.get("details", False)
     if not isinstance(details, bool):
         raise BadRequest("BatchInput.details must be true or false")
@@ -187,6 +183,8 @@ def s3_notification(app: App, event: dict, stats: RequestStats, deadline: Clock 
     whose classification failed for a retryable reason, or whose record cannot be written,
     fails the invocation after the others are done, so S3's asynchronous retry runs it again.
     """
+    from .fetch import MAX_S3_KEY_BYTES
+
     prefix = app.settings.results_prefix  # RESULTS_PREFIX
     written: list[dict[str, Any]] = []
     failures: list[str] = []

@@ -61,6 +61,8 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _PATH_SAFE = "/%!$&'()*+,;=:@-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
+#: S3's longest object key, in UTF-8 bytes.
+MAX_S3_KEY_BYTES = 1024
 # S3 bucket names as botocore accepts them (legacy names may contain upper case/underscores).
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]$")
 
@@ -501,13 +503,19 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     bucket, sep, key = uri[5:].partition("/")
     if not bucket:
         raise BadRequest("S3 URI has no bucket: expected s3://bucket/key")
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise BadRequest(f"invalid S3 bucket name {bucket[:64]!r}")
+    check_bucket(bucket)
     if not sep or not key:
         raise BadRequest("S3 URI has no object key: expected s3://bucket/key")
-    if len(key.encode("utf-8")) > 1024:
-        raise BadRequest("S3 object key is longer than 1024 bytes")
+    if len(key.encode("utf-8")) > MAX_S3_KEY_BYTES:
+        raise BadRequest(f"S3 object key is longer than {MAX_S3_KEY_BYTES} bytes")
     return bucket, key
+
+
+def check_bucket(bucket: str) -> None:
+    """BadRequest unless ``bucket`` is a bucket name as botocore accepts it (no '/', so no
+    prefix can ride along)."""
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise BadRequest(f"invalid S3 bucket name {bucket[:64]!r}")
 
 
 def _fetch_s3(uri: str, limits: FetchLimits, clock: _Clock) -> Fetched:

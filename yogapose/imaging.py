@@ -394,10 +394,7 @@ def resize_image(img: Image.Image, prep: Preprocessing) -> Image.Image:
 
 
 def _resample(prep: Preprocessing) -> Image.Resampling:
-    try:
-        return _RESAMPLE[prep.interpolation]
-    except KeyError:
-        raise ValueError(f"unknown interpolation {prep.interpolation!r}") from None
+    return _RESAMPLE[prep.interpolation]  # one of metadata.INTERPOLATIONS: checked at load
 
 
 def resize_square(img: Image.Image, square: tuple[float, float, float], prep: Preprocessing) -> Image.Image:

@@ -183,10 +183,10 @@ class Preprocessing:
                 "interpolation": self.interpolation,
                 "keep_aspect_ratio": False,
                 "jpeg_draft": self.jpeg_draft,
-                "library": "pillow",
+                "library": RESIZE_LIBRARY,
             },
             "scale": {
-                "formula": "x / divisor + offset",
+                "formula": SCALE_FORMULA,
                 "divisor": self.scale_divisor,
                 "offset": self.scale_offset,
                 "range": [-1.0, 1.0],
@@ -200,10 +200,11 @@ class Preprocessing:
         if resize.get("keep_aspect_ratio", False):
             raise ValueError("keep_aspect_ratio=True is not supported by this server")
         # Fields that name how the numbers above are used: another value would need other code.
-        if str(resize.get("library", "pillow")) != "pillow":
-            raise ValueError(f"resize library {resize.get('library')!r} is not supported by this server (pillow)")
-        if str(scale.get("formula", "x / divisor + offset")) != "x / divisor + offset":
-            raise ValueError(f"scale formula {scale.get('formula')!r} is not supported (x / divisor + offset)")
+        if str(resize.get("library", RESIZE_LIBRARY)) != RESIZE_LIBRARY:
+            raise ValueError(f"resize library {resize.get('library')!r} is not supported by this server "
+                             f"({RESIZE_LIBRARY})")
+        if str(scale.get("formula", SCALE_FORMULA)) != SCALE_FORMULA:
+            raise ValueError(f"scale formula {scale.get('formula')!r} is not supported ({SCALE_FORMULA})")
         # What this server's decoder always does; a model trained otherwise is refused at
         # load instead of being fed images it never saw.
         if str(d.get("color_mode", "RGB")) != "RGB":
@@ -225,6 +226,10 @@ class Preprocessing:
 
 
 OPEN_SET_SCORES = ("max_softmax", "not_outlier", "max_logit", "energy")
+#: What this server does, as the metadata names it; a model that says otherwise is refused.
+INPUT_LAYOUT = "NHWC"
+RESIZE_LIBRARY = "pillow"
+SCALE_FORMULA = "x / divisor + offset"
 #: Pillow's resampling filters by the names the metadata uses (yogapose.imaging maps them).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
@@ -305,7 +310,7 @@ class ModelMetadata:
             "model_file": self.model_file,
             "sha256": self.sha256,
             "labels": list(self.labels),
-            "input": {"shape": list(self.input_shape), "dtype": self.input_dtype, "layout": "NHWC"},
+            "input": {"shape": list(self.input_shape), "dtype": self.input_dtype, "layout": INPUT_LAYOUT},
             "output": {"shape": [1, len(self.outputs)], "dtype": "float32", "activation": self.output_activation,
                        "outlier_label": self.outlier_label},
             "preprocessing": self.preprocessing.to_dict(),
@@ -335,8 +340,9 @@ class ModelMetadata:
         if open_set is not None and activation != "linear":
             raise ValueError("an open-set verdict needs a model that outputs logits (activation 'linear')")
         preprocessing = Preprocessing.from_dict(d["preprocessing"])
-        if str(d["input"].get("layout", "NHWC")) != "NHWC":
-            raise ValueError(f"input layout {d['input'].get('layout')!r} is not supported by this server (NHWC)")
+        if str(d["input"].get("layout", INPUT_LAYOUT)) != INPUT_LAYOUT:
+            raise ValueError(f"input layout {d['input'].get('layout')!r} is not supported by this server "
+                             f"({INPUT_LAYOUT})")
         shape = tuple(int(x) for x in d["input"]["shape"])
         if len(shape) == 4 and preprocessing.size != (shape[2], shape[1]):
             # One size in two places: a mismatch would load and then fail every request.
