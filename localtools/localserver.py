@@ -25,6 +25,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -383,6 +384,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, a line or header block over
+        its limits, an HTTP version it does not speak) as the JSON error every other answer
+        is, instead of its HTML page. The request never reached the function."""
+        error = PayloadTooLarge if code in (413, 414, 431) else BadRequest
+        text = message or HTTPStatus(code).phrase  # http.server sends only standard codes
+        body = json.dumps({"error": {"code": error.code, "message": text}}).encode("utf-8")
+        self.close_connection = True  # the request's framing is unknown
+        # A request line that did not parse leaves http.server at HTTP/0.9, which sends no
+        # status line or headers; answer in HTTP/1.1 so clients see the status.
+        self.request_version = self.protocol_version
+        self.send_response(code, HTTPStatus(code).phrase)  # the client's text only in the body
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # _handle writes one access line itself (only when access_log is on)

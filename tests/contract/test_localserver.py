@@ -206,6 +206,36 @@ def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_400(server, l
 
 
 @pytest.mark.parametrize(
+    ("request_head", "status", "code"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1x\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/2.0\r\n\r\n", 505, "bad_request"),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, "payload_too_large"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 120 + b"\r\n", 431, "payload_too_large"),
+    ],
+)
+def test_requests_http_server_refuses_get_a_json_error_not_its_html_page(server, request_head,
+                                                                         status, code):
+    """A malformed request line, an over-long line, too many headers or an HTTP version the
+    server does not speak were answered with http.server's HTML page (or, for a request line
+    that did not parse, with that page and no status line at all)."""
+    import socket
+
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request_head)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), reply[:300]
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == code and error["message"]
+
+
+@pytest.mark.parametrize(
     ("method", "path", "body", "content_type", "status"),
     [
         ("POST", "/predict", b"this is not an image", "image/jpeg", 415),
