@@ -212,9 +212,12 @@ class App:
         with stats.timer("decode"):
             img = pre.decode(data, self.settings.max_pixels, stats.deadline)
         with stats.timer("detect"):
-            frames = pre.frames(img)
+            frames = pre.frames(img, deadline=stats.deadline)
         with stats.timer("infer"):
-            raws = [self.infer(f, stats) for f in frames]
+            raws = []
+            for f in frames:
+                stats.deadline.check("every person in the photo was classified")
+                raws.append(self.infer(f, stats))
         pick = answer.most_in_scope(raws, self.metadata)
         result = answer.build(raws[pick], self.metadata, frames[pick].person_dict(), pre.detector is not None)
         stats.images += 1

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .deadline import Deadline
 from .metadata import PersonCrop, sha256_file
 
 try:  # the maintained LiteRT wheel (Python 3.12, numpy 2)
@@ -272,7 +273,8 @@ class PersonDetector:
             for score, c in ((s, unletterbox(c, pad)) for s, c in found)
         ]
 
-    def find_people(self, img: Image.Image, limit: int = 1) -> list[PersonBox]:
+    def find_people(self, img: Image.Image, limit: int = 1,
+                    deadline: Deadline | None = None) -> list[PersonBox]:
         """Crop regions of the people in ``img``, for the classifier to choose from.
 
         First the whole image. The detector was trained on people who fill much of the
@@ -292,6 +294,9 @@ class PersonDetector:
         whose largest body is not a close-up (narrower than ``search_below`` x its longer side)
         is searched in the windows too, and the ``limit`` most confident distinct bodies are
         returned for the classifier to judge (:func:`yogapose.answer.most_in_scope`).
+
+        ``deadline`` is checked before each window: a search is up to 49 invokes, slow on a
+        small Lambda, and must end in the request's 504, not in Lambda's timeout.
         """
         w, h = img.size
         cfg = self.config
@@ -302,14 +307,14 @@ class PersonDetector:
         largest = max((max(r.right - r.left, r.bottom - r.top) for r in whole), default=0)
         small = min(w, h) >= cfg.search_min_side and largest < cfg.search_below * max(w, h)
         if not whole or small:
-            windows = self._search(img, cfg.tile_fraction)
+            windows = self._search(img, cfg.tile_fraction, deadline)
             if not whole and not windows:  # nobody yet: maybe someone smaller still
-                windows = self._search(img, cfg.fine_tile_fraction)
+                windows = self._search(img, cfg.fine_tile_fraction, deadline)
         if limit <= 1:
             return [max(windows, key=lambda r: r.score)] if windows else []
         return _distinct(sorted(whole + windows, key=lambda r: -r.score), limit)
 
-    def _search(self, img: Image.Image, fraction: float) -> list[PersonBox]:
+    def _search(self, img: Image.Image, fraction: float, deadline: Deadline | None) -> list[PersonBox]:
         """Bodies found in overlapping windows of ``fraction`` x the shorter side (none when
         that is 0 or smaller than ``tile_min_side``: too little to zoom into; none when the
         image is so elongated that it would take more than ``max_windows`` windows)."""
@@ -322,6 +327,8 @@ class PersonDetector:
             return []
         found: list[PersonBox] = []
         for window in windows:
+            if deadline is not None:
+                deadline.check("the search for a person finished")
             for d in self.detect(img.crop(window)):
                 r = self._region(d, window, w, h)
                 if _usable(r) and (not cfg.hip_in_window or _hip_inside(r, window)):

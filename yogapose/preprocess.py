@@ -64,14 +64,16 @@ class Preprocessor:
                                   background=self.prep.alpha_background, deadline=deadline,
                                   jpeg_draft=self.prep.jpeg_draft)
 
-    def frames(self, img: Image.Image, limit: int | None = None) -> list[Framed]:
+    def frames(self, img: Image.Image, limit: int | None = None,
+               deadline: Deadline | None = None) -> list[Framed]:
         """Upright RGB -> the candidate crops at the input size, best first: each person the
         detector offers (up to ``limit``, default the metadata's ``candidates``; the server
         classifies them all and answers for the one most in scope), or the whole image."""
         if self.detector is None:
             return [self.crop(img, None)]
         n = limit if limit is not None else self.candidate_limit
-        return [self.crop(img, p) for p in self.detector.find_people(img, n)] or [self.crop(img, None)]
+        people = self.detector.find_people(img, n, deadline)
+        return [self.crop(img, p) for p in people] or [self.crop(img, None)]
 
     @property
     def candidate_limit(self) -> int:

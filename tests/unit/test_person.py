@@ -364,6 +364,35 @@ def test_a_panorama_is_not_searched_in_windows(detector, monkeypatch):
     assert len(calls) == expected <= 1 + 2 * cfg.max_windows
 
 
+def test_the_window_search_stops_at_the_request_deadline(detector, monkeypatch):
+    """A window search is up to 49 invokes (slow on a small Lambda): the deadline is checked
+    before each window, so it ends in the request's 504 rather than in Lambda's timeout."""
+    from yogapose.deadline import Deadline, DeadlineExceeded
+
+    class Countdown(Deadline):
+        """Expires after ``left`` checks (time itself is not what is tested)."""
+
+        def __init__(self, left: int) -> None:
+            super().__init__(float("inf"))
+            self.left = left
+
+        def check(self, what: str) -> None:
+            self.left -= 1
+            if self.left < 0:
+                raise DeadlineExceeded(f"the request ran out of time before {what}")
+
+    nobody = Image.new("RGB", (1200, 600), (128, 128, 128))
+    calls: list[tuple[int, int]] = []
+    real = detector.detect
+    monkeypatch.setattr(detector, "detect", lambda im: calls.append(im.size) or real(im))
+    with pytest.raises(DeadlineExceeded, match="search for a person"):
+        detector.find_people(nobody, 3, Countdown(2))
+    assert len(calls) == 1 + 2  # the whole image, then two windows: stopped at the third
+    calls.clear()
+    assert detector.find_people(nobody, 3, Deadline.never()) == []
+    assert len(calls) > 3
+
+
 def test_hip_inside_is_the_region_centre_in_the_window():
     from yogapose.person import _hip_inside
     box = PersonBox(0, 0, 10, 10, 0.9, (50.0, 60.0, 40.0))
