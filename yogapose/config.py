@@ -3,6 +3,8 @@
 :data:`VARIABLES` is the one table of them (name, default, parser, bounds, meaning). The
 :class:`Settings` defaults come from it, :func:`load_settings` reads by it, and the tests
 check the README's Configuration table and the template's ``Environment`` against it.
+:data:`PLATFORM_VARIABLES` lists what Lambda and boto3 set that the code consults; no other
+module of the package reads the environment (a test keeps it so).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def threads_for_memory(env: Mapping[str, str]) -> int:
     would oversubscribe. Outside Lambda (no memory size) this is 1.
     """
     try:
-        memory_mb = int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", ""))
+        memory_mb = int(platform("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", env) or "")
     except ValueError:
         return 1
     return max(1, memory_mb // MB_PER_VCPU)
@@ -151,15 +153,42 @@ VARIABLES: tuple[EnvVar, ...] = (
     # Classify on upload: never a prefix that triggers the function again (yogapose.batch).
     EnvVar("RESULTS_PREFIX", "results_prefix", "results/", parse_prefix,
            "classify on upload writes `<prefix><key>.json` here; keys under it are never classified"),
-    # Read by Powertools itself (yogapose.observability sets only these defaults).
-    EnvVar("POWERTOOLS_SERVICE_NAME", None, "yoga-pose", None, "service name in logs and metrics"),
-    EnvVar("POWERTOOLS_METRICS_NAMESPACE", None, "YogaPose", None, "CloudWatch namespace"),
+    # Given to Powertools' logger and metrics by yogapose.observability at import.
+    EnvVar("POWERTOOLS_SERVICE_NAME", None, "yoga-pose", str, "service name in logs and metrics"),
+    EnvVar("POWERTOOLS_METRICS_NAMESPACE", None, "YogaPose", str, "CloudWatch namespace"),
     # Read by Powertools itself; parsed here only to stop a malformed value at init by name.
     EnvVar("POWERTOOLS_LOG_LEVEL", None, "INFO", parse_log_level, "log level"),
     EnvVar("POWERTOOLS_METRICS_DISABLED", None, None, parse_bool, "true silences metrics",
            shown_default="unset"),
 )
 BY_NAME: dict[str, EnvVar] = {v.name: v for v in VARIABLES}
+
+
+#: Variables the platform sets (Lambda's runtime, boto3's conventions) that the code consults
+#: but a deployer does not configure here; :func:`platform` is the one way to read them.
+PLATFORM_VARIABLES: dict[str, str] = {
+    "AWS_LAMBDA_FUNCTION_NAME": "set inside Lambda: metrics are written only there",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "set inside Lambda: NUM_THREADS' default",
+    "AWS_LAMBDA_RUNTIME_API": "set inside Lambda: the Runtime API, never a fetch target",
+    "AWS_ENDPOINT_URL_S3": "boto3's S3 endpoint override (moto, LocalStack)",
+    "AWS_ENDPOINT_URL": "boto3's endpoint override for every service",
+    "AWS_REGION": "set inside Lambda: the S3 client's region",
+    "AWS_DEFAULT_REGION": "boto3's region outside Lambda",
+}
+
+
+def platform(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A platform variable of :data:`PLATFORM_VARIABLES` (None when unset or empty)."""
+    if name not in PLATFORM_VARIABLES:
+        raise KeyError(f"{name} is not a platform variable of yogapose.config")
+    env = os.environ if environ is None else environ
+    return env.get(name) or None
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One variable of :data:`VARIABLES`, parsed (or its default), for a module that needs
+    it at import, before :func:`load_settings` runs (the Powertools logger's service name)."""
+    return BY_NAME[name].read(os.environ if environ is None else environ)
 
 
 def _default(name: str) -> Any:

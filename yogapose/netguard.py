@@ -20,12 +20,12 @@ tables below are explicit; ``is_global`` is only a final belt-and-braces check.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 import threading
 from typing import Any
 
+from .config import platform
 from .errors import BadRequest, TargetNotAllowed, UpstreamError, UpstreamTimeout
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -221,7 +221,7 @@ def is_local_name(host: str) -> bool:
 def runtime_api_endpoint() -> tuple[IPAddress, int] | None:
     """The Lambda Runtime API address (``AWS_LAMBDA_RUNTIME_API``), refused even when
     private addresses are allowed: a request there could steal or fail invocations."""
-    raw = os.environ.get("AWS_LAMBDA_RUNTIME_API", "")
+    raw = platform("AWS_LAMBDA_RUNTIME_API") or ""
     host, sep, port = raw.rpartition(":")
     if not sep:
         return None

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,17 +30,16 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+from .config import platform, setting
 from .deadline import Deadline
 from .errors import PoseError
 
-SERVICE = "yoga-pose"
-DEFAULT_NAMESPACE = "YogaPose"
 _STAGES = ("fetch", "decode", "detect", "infer")
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE)
+logger = Logger(service=setting("POWERTOOLS_SERVICE_NAME"))
 metrics = Metrics(
-    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
-    service=os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE,
+    namespace=setting("POWERTOOLS_METRICS_NAMESPACE"),
+    service=setting("POWERTOOLS_SERVICE_NAME"),
 )
 _cold_start_pending = True
 
@@ -173,7 +171,7 @@ def publish(stats: RequestStats, context: Any) -> None:
         in_lambda = _has_lambda_context(context)
         # EMF lines only mean something where CloudWatch Logs collects stdout; a direct
         # call in ipython or the CLI (no context, not inside Lambda) stays quiet.
-        if is_metrics_disabled() or not (in_lambda or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")):
+        if is_metrics_disabled() or not (in_lambda or platform("AWS_LAMBDA_FUNCTION_NAME")):
             return
         if _cold_start_pending and in_lambda:
             _cold_start_pending = False

@@ -8,9 +8,10 @@ boto3 is imported on first use, so HTTP-only cold starts never pay for it.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from typing import Any, Protocol
+
+from .config import platform
 
 
 class ClientSettings(Protocol):
@@ -44,9 +45,9 @@ def client(settings: ClientSettings, left: float | None = None) -> Any:
         read,
         attempts,
         settings.user_agent,
-        os.environ.get("AWS_ENDPOINT_URL_S3"),
-        os.environ.get("AWS_ENDPOINT_URL"),
-        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        platform("AWS_ENDPOINT_URL_S3"),
+        platform("AWS_ENDPOINT_URL"),
+        platform("AWS_REGION") or platform("AWS_DEFAULT_REGION"),
     )
     with _lock:
         found = _clients.get(key)

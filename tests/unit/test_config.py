@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 from pathlib import Path
@@ -9,9 +10,18 @@ from pathlib import Path
 import pytest
 
 from yogapose import observability
-from yogapose.config import BY_NAME, DEFAULT_MODEL_PATH, VARIABLES, Settings, load_settings
+from yogapose.config import (
+    BY_NAME,
+    DEFAULT_MODEL_PATH,
+    VARIABLES,
+    Settings,
+    load_settings,
+    platform,
+    setting,
+)
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
 
 
 def readme_table() -> dict[str, str]:
@@ -46,9 +56,31 @@ def test_defaults_are_the_tables_and_an_empty_environment_gives_them() -> None:
     assert load_settings({}) == Settings()
     assert Settings().max_bytes == BY_NAME["MAX_IMAGE_BYTES"].default == 10 * 1024 * 1024
     assert Settings().model_path == DEFAULT_MODEL_PATH
-    # Powertools reads its own variables; the defaults it is given are the table's.
-    assert BY_NAME["POWERTOOLS_SERVICE_NAME"].default == observability.SERVICE
-    assert BY_NAME["POWERTOOLS_METRICS_NAMESPACE"].default == observability.DEFAULT_NAMESPACE
+    # Powertools' logger and metrics are given the table's values.
+    assert observability.logger.service == setting("POWERTOOLS_SERVICE_NAME")
+    assert observability.metrics.namespace == setting("POWERTOOLS_METRICS_NAMESPACE")
+    assert setting("POWERTOOLS_SERVICE_NAME", {}) == "yoga-pose"
+    assert setting("POWERTOOLS_SERVICE_NAME", {"POWERTOOLS_SERVICE_NAME": "mine"}) == "mine"
+
+
+def test_no_module_but_config_reads_the_environment() -> None:
+    """One settings table read in one place: every other module of the package (and the
+    handler) asks yogapose.config, which lists what it reads from the platform too."""
+    readers = []
+    for path in [*sorted((REPO / "yogapose").glob("*.py")), REPO / "lambda_function.py"]:
+        if path.name == "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}:
+                readers.append(f"{path.name}:{node.lineno}")
+    assert readers == []
+
+
+def test_platform_variables_are_named_in_the_table() -> None:
+    assert platform("AWS_REGION", {"AWS_REGION": "eu-west-1"}) == "eu-west-1"
+    assert platform("AWS_REGION", {"AWS_REGION": ""}) is None
+    with pytest.raises(KeyError, match="not a platform variable"):
+        platform("HOME", {"HOME": "/root"})
 
 
 def test_values_are_parsed() -> None:
