@@ -430,8 +430,9 @@ def stage_model(current: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     copy = folder / SHIP_NAME
     shutil.copyfile(current, copy)
-    shutil.copyfile(current.with_suffix(".json"), copy.with_suffix(".json"))
-    prep = load_metadata(copy).preprocessing
+    meta = load_metadata(current)
+    write_metadata(replace(meta, model_file=copy.name), copy)  # the server checks the name
+    prep = meta.preprocessing
     crop = prep.person_crop
     beside = crop is not None and (current.parent / crop.detector_file).is_file()
     ensure_detector(prep, folder, current.parent if beside else DEFAULT_MODEL_DIR)

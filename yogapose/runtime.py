@@ -123,6 +123,13 @@ class Model:
             metadata = load_metadata(path)
         except FileNotFoundError:
             raise RuntimeError(f"model metadata not found next to the model: {path.with_suffix('.json')}") from None
+        if metadata.model_file != path.name:
+            # Metadata is found by name (x.tflite -> x.json): one copied or renamed beside
+            # another model says so here, before the digest would (after a cold start's work).
+            raise RuntimeError(
+                f"{path.with_suffix('.json').name} describes {metadata.model_file!r}, not {path.name!r}: "
+                "keep a model and its metadata together, under the names they were converted with"
+            )
         # The digest is computed on a second thread while LiteRT maps, allocates and warms up
         # (hashlib and invoke both release the GIL), so the check adds nothing to a cold start
         # that has a second core. Nothing is served before it matches, and a mismatch is

@@ -26,7 +26,7 @@ DETAIL_KEYS = ["pose", "confidence", "reason", "probabilities", "person"]
 
 
 def openset_copy(src: Path, dst_dir: Path, threshold: float, crop: bool) -> Path:
-    dst = dst_dir / "m.tflite"
+    dst = dst_dir / src.name  # the name its metadata gives
     shutil.copyfile(src, dst)
     data = json.loads(src.with_suffix(".json").read_text())
     data["output"]["activation"] = "linear"

@@ -17,8 +17,8 @@ from tests.tinymodel import smooth_image
 from yogapose.runtime import Model, Quantization
 
 
-def copy_model(src: Path, dst_dir: Path, name: str = "m") -> Path:
-    dst = dst_dir / f"{name}.tflite"
+def copy_model(src: Path, dst_dir: Path) -> Path:
+    dst = dst_dir / src.name  # the name the metadata's model_file gives
     shutil.copyfile(src, dst)
     shutil.copyfile(src.with_suffix(".json"), dst.with_suffix(".json"))
     return dst
@@ -37,6 +37,18 @@ def test_loads_and_predicts_probabilities(tiny_model_path):
     probs = model.predict(x)
     assert probs.dtype == np.float32 and probs.shape == (6,)
     assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_metadata_beside_a_model_of_another_name_is_refused(tiny_model_path, tmp_path):
+    """Metadata is found by name (x.tflite -> x.json); one that describes another file (a
+    model renamed, or metadata copied beside another model) is refused by name."""
+    model = tmp_path / "renamed.tflite"
+    shutil.copyfile(tiny_model_path, model)
+    shutil.copyfile(tiny_model_path.with_suffix(".json"), model.with_suffix(".json"))
+    with pytest.raises(RuntimeError, match=f"renamed.json describes '{tiny_model_path.name}', not 'renamed.tflite'"):
+        Model.load(model)
+    edit_metadata(model, model_file="renamed.tflite")
+    assert Model.load(model).metadata.model_file == "renamed.tflite"
 
 
 def test_sha256_mismatch_is_refused(tiny_model_path, tmp_path):
