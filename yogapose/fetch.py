@@ -141,15 +141,23 @@ def redact_url(url: object) -> str:
     # Lone surrogates ("\ud800" is valid JSON) cannot be written as UTF-8 by the log handler.
     text = url.strip()[:MAX_URL_LENGTH].encode("utf-8", "backslashreplace").decode("utf-8")
     if text[:5].lower() == "s3://":
-        return "s3://" + text[5:]  # the key is verbatim ('?' and '#' are part of it): no secrets
+        # The key is verbatim ('?' and '#' are part of it). A bucket name never holds '@':
+        # what comes before one is someone's credentials.
+        bucket, slash, key = text[5:].partition("/")
+        return f"s3://{bucket.rpartition('@')[2]}{slash}{key}"
     try:
         parts = urlsplit(text)
         netloc = parts.netloc.rpartition("@")[2]
+        parts.port  # noqa: B018 - raises for "user:pass" cut short by a '/', '?' or '#' in it
     except ValueError:
         return "<malformed url>"
     if not parts.scheme or not netloc:
         return "<malformed url>"
-    return f"{parts.scheme.lower()}://{netloc.lower()}{parts.path}"
+    path = parts.path
+    first = path[1:].partition("/")[0]
+    if "@" in first and (":" in parts.netloc or ":" in first):  # https://user:1/2@host/...
+        path = "/<withheld: looks like user:password@>"
+    return f"{parts.scheme.lower()}://{netloc.lower()}{path}"
 
 
 def fetch(source: str, limits: FetchLimits | Settings) -> Fetched:

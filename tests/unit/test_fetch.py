@@ -629,6 +629,15 @@ def test_fetched_image_preprocesses(httpserver: HTTPServer) -> None:
         ("http://example.com/p.jpg?token=secret", "http://example.com/p.jpg"),
         ("s3://bucket/key/pose.jpg", "s3://bucket/key/pose.jpg"),
         ("s3://bucket/odd key?v=1#x.jpg", "s3://bucket/odd key?v=1#x.jpg"),  # keys are verbatim
+        # Credentials that a '/', '?' or '#' in the password cut out of the authority.
+        ("https://alice:hun/ter2PASS@example.com/a.jpg", "<malformed url>"),
+        ("https://alice:p#ss@example.com/a.jpg", "<malformed url>"),
+        ("https://alice:p?ss@example.com/a.jpg", "<malformed url>"),
+        ("https://alice:12/34@example.com/a.jpg", "https://alice:12/<withheld: looks like user:password@>"),
+        ("https://al/ice:pw@example.com/a.jpg", "https://al/<withheld: looks like user:password@>"),
+        ("https://alice:p@ss@example.com/a.jpg", "https://example.com/a.jpg"),
+        ("https://cdn.example.com/maps/@51.5/a@2x.jpg", "https://cdn.example.com/maps/@51.5/a@2x.jpg"),
+        ("S3://AKIAEXAMPLE:pw@bucket/k.jpg", "s3://bucket/k.jpg"),
         ("not a url", "<malformed url>"),
         ("http://[::1/", "<malformed url>"),
         (None, "<NoneType>"),
