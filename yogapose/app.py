@@ -72,6 +72,8 @@ class App:
         try:
             req = edge.parse_http(event, kind)
             method = req.method
+            if edge.varies_by_accept(req):
+                headers["Vary"] = "Accept"
             action = edge.route(req)
             stats.route = action
             resp = self.respond(action, req, headers, stats)

@@ -240,6 +240,13 @@ def route(req: HttpRequest) -> Action:
     return action
 
 
+def varies_by_accept(req: HttpRequest) -> bool:
+    """``GET /`` answers the page or the health JSON by the Accept header: its responses
+    say ``Vary: Accept`` so a cache in front never hands one to a client that asked for the
+    other."""
+    return _route_path(req) == "/" and req.method in ("GET", "HEAD")
+
+
 def allowed_methods(req: HttpRequest) -> tuple[str, ...]:
     return ROUTES.get(_route_path(req), ())
 

@@ -135,7 +135,9 @@ def instrument(handler: Callable[[Any, RequestStats], Any]) -> Callable[[Any, An
         finally:
             publish(stats, context)
 
-    with_context = logger.inject_lambda_context(run, clear_state=True)
+    # log_event pinned off: Powertools' POWERTOOLS_LOGGER_LOG_EVENT would otherwise log whole
+    # events, with image bytes, signed URLs and Authorization headers.
+    with_context = logger.inject_lambda_context(run, clear_state=True, log_event=False)
 
     @functools.wraps(handler)
     def lambda_handler(event: Any, context: Any = None) -> Any:

@@ -279,6 +279,7 @@ def test_get_root_serves_the_page(handler, event):
     assert resp["headers"]["Content-Type"].startswith("text/html")
     assert resp["body"] == web.index_html()
     assert "Content-Security-Policy" in resp["headers"]
+    assert resp["headers"]["Vary"] == "Accept"  # the same URL answers JSON to API clients
 
 
 def test_get_root_asking_for_json_gets_health(handler, event, meta):
@@ -287,6 +288,8 @@ def test_get_root_asking_for_json_gets_health(handler, event, meta):
     resp = handler(ev, None)
     assert resp["statusCode"] == 200
     assert json.loads(resp["body"])["model"]["version"] == meta.version
+    assert resp["headers"]["Vary"] == "Accept"
+    assert "Vary" not in handler(event("function_url_get_health"), None)["headers"]
 
 
 def test_unknown_route_is_404_json(handler, event):
@@ -374,6 +377,20 @@ def test_logs_and_metrics_with_a_lambda_context(handler, image_url, images, meta
     # A second invoke is warm: no second ColdStart metric.
     handler({"url": image_url("pose.jpg")}, fake_context("req-43"))
     assert "ColdStart" not in capsys.readouterr().out
+
+
+def test_powertools_event_logging_cannot_log_events(monkeypatch, log_stream, capsys):
+    """POWERTOOLS_LOGGER_LOG_EVENT=true (a standard Powertools switch) logged whole events:
+    image bytes, signed URLs, Authorization headers."""
+    from yogapose import observability
+
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
+    wrapped = observability.instrument(lambda event, stats: {"ok": True})  # reads it here
+    event = {"image": "SECRETBYTES", "headers": {"authorization": "AWS4-HMAC-SHA256 Signature=topsecret"}}
+    assert wrapped(event, fake_context("req-7")) == {"ok": True}
+    logged = log_stream.getvalue() + capsys.readouterr().out
+    assert "request done" in logged
+    assert "SECRETBYTES" not in logged and "topsecret" not in logged
 
 
 def test_errors_metric_by_code(handler, capsys):
