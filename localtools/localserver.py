@@ -434,7 +434,7 @@ def make_server(
     port: int = 3000,
     handler: Handler | None = None,
     *,
-    timeout_s: float = 30.0,
+    timeout_s: float = FUNCTION_TIMEOUT_S,
     access_log: bool = False,
 ) -> FunctionUrlServer:
     """A bound (not yet serving) server; ``port=0`` picks a free port (see ``server.url``).

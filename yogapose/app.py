@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__, answer, b64, edge
 from .config import Settings, load_settings
-from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError
+from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError, echo
 from .metadata import load_metadata
 from .observability import RequestStats, logger, redact
 from .preprocess import Framed, Preprocessor
@@ -50,11 +50,13 @@ class App:
     def handle(self, event: Any, stats: RequestStats | None = None) -> Any:
         """Answer any event: direct (returns the result, raises PoseError) or HTTP."""
         stats = stats if stats is not None else RequestStats()
-        kind = edge.event_kind(event)  # a non-object event is a malformed direct invoke
-        stats.kind = kind
-        if kind not in ("direct", "map_batch", "s3_event"):
-            return self.handle_http(event, kind, stats)
         try:
+            # Inside the guard: from ipython an event may hold objects no JSON has (a numpy
+            # array's truth value raises), and such an error must not escape untyped.
+            kind = edge.event_kind(event)  # a non-object event is a malformed direct invoke
+            stats.kind = kind
+            if kind not in ("direct", "map_batch", "s3_event"):
+                return self.handle_http(event, kind, stats)  # answers every error itself
             if kind == "direct":
                 return self.predict_payload(event, stats)
             from . import batch  # bulk runs only: kept out of the HTTP path's imports
@@ -63,7 +65,7 @@ class App:
         except PoseError:
             raise
         except Exception as exc:
-            logger.exception("unexpected error in a %s invoke", kind)
+            logger.exception("unexpected error in a %s invoke", stats.kind)
             raise PoseError("internal error; see the function's logs") from exc
 
     def handle_http(self, event: dict, kind: str, stats: RequestStats) -> dict:
@@ -288,10 +290,9 @@ class App:
         return edge.response(200, web.index_html(), content_type, {**headers, **page_headers})
 
 
-def _names(keys: list[str], most: int = 5, width: int = 40) -> str:
-    """The caller's field names for an error message, a few and each cut short: the message
-    must not grow with the request (a 4 MB name would otherwise come back 12 MB as JSON)."""
-    shown = ", ".join(k if len(k) <= width else k[:width] + "..." for k in sorted(keys[:100])[:most])
+def _names(keys: list[str], most: int = 5) -> str:
+    """The caller's field names for an error message: a few, each cut short (errors.echo)."""
+    shown = ", ".join(echo(k) for k in sorted(keys[:100])[:most])
     return shown + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 

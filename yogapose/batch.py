@@ -135,6 +135,11 @@ def timed_out(source: str, stats: RequestStats) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ events
 
 
+#: Most items one map batch may hold: template.yaml's BulkBatchSize maximum (a test keeps
+#: them equal); the map's ItemBatcher never sends more.
+MAX_MAP_ITEMS = 100
+
+
 def handle(app: App, event: dict, kind: str, stats: RequestStats, deadline: Clock | None = None) -> Any:
     """Answer a ``map_batch`` (list of records) or ``s3_event`` (records written to S3)."""
     if kind == "map_batch":
@@ -150,6 +155,8 @@ def map_batch(app: App, event: dict, stats: RequestStats, deadline: Clock | None
     batch_input = event.get("BatchInput")
     if not isinstance(items, list):
         raise BadRequest("Items must be an array of S3 objects")
+    if len(items) > MAX_MAP_ITEMS:  # a direct invoke could send millions: memory, time, answer size
+        raise BadRequest(f"Items holds {len(items)} objects; a batch is at most {MAX_MAP_ITEMS}")
     if not isinstance(batch_input, dict):
         raise BadRequest('BatchInput must be an object such as {"bucket": "my-photos"}')
     bucket = batch_input.get("bucket")

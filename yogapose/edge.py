@@ -35,6 +35,7 @@ from .errors import (
     PayloadTooLarge,
     PoseError,
     UnsupportedImage,
+    echo,
 )
 
 # Media types sent as raw image bytes in the body (the decoder sniffs the real format).
@@ -201,7 +202,7 @@ def wants_details(req: HttpRequest) -> bool:
         return True
     if value.strip().lower() in _FALSE:
         return False
-    raise BadRequest(f"query parameter 'details' must be 1/true or 0/false, got {value[:40]!r}")
+    raise BadRequest(f"query parameter 'details' must be 1/true or 0/false, got {echo(value)!r}")
 
 
 def _headers(raw: Any) -> dict[str, str]:
@@ -228,13 +229,13 @@ def route(req: HttpRequest) -> Action:
     path = _route_path(req)
     allowed = ROUTES.get(path)
     if allowed is None:
-        raise NotFound(f"no route {path!r}; try POST /predict, GET /health or GET /")
+        raise NotFound(f"no route {echo(path)!r}; try POST /predict, GET /health or GET /")
     if req.method == "OPTIONS":
         return Action.OPTIONS
     method = "GET" if req.method == "HEAD" else req.method
     action = ROUTE_TABLE.get((method, path))
     if action is None:
-        raise WrongMethod(f"{req.method} is not allowed on {path}; use {', '.join(allowed)}", allowed)
+        raise WrongMethod(f"{echo(req.method)} is not allowed on {path}; use {', '.join(allowed)}", allowed)
     if action is Action.PAGE and wants_json(req):
         return Action.HEALTH
     return action
@@ -299,12 +300,12 @@ def read_body(req: HttpRequest, max_bytes: int) -> Body:
         return Body(image=data)
     if media.startswith("image/"):
         raise UnsupportedImage(
-            f"Content-Type {media} is not supported; send {formats.NAMES}"
+            f"Content-Type {echo(media)} is not supported; send {formats.NAMES}"
         )
     is_json = media == JSON_TYPE or media.endswith("+json")
     if not is_json and media not in _SNIFFED_MEDIA_TYPES:
         raise UnsupportedImage(
-            f"Content-Type {media} is not supported; send JSON ({{\"url\": ...}} or "
+            f"Content-Type {echo(media)} is not supported; send JSON ({{\"url\": ...}} or "
             "{\"image\": <base64>}) or the image bytes with an image/* Content-Type"
         )
     limit = json_body_limit(max_bytes) if is_json else max(json_body_limit(max_bytes), max_bytes)

@@ -91,3 +91,15 @@ def _codes(cls: type[PoseError]) -> set[tuple[str, int]]:
 #: or the time budget), so the same input may succeed later. Classify on upload leaves such
 #: an object for S3's retry instead of writing its failure as the result.
 RETRYABLE_CODES = frozenset(code for code, status in _codes(PoseError) if status >= 500)
+
+
+#: The most of the caller's own text (a path, a header, a field name) one error message repeats.
+ECHO_CHARS = 40
+
+
+def echo(text: object, width: int = ECHO_CHARS) -> str:
+    """The caller's text for an error message, cut to ``width`` characters (``...`` marks a
+    cut): a message must not grow with the request, or a 4 MB path or header comes back
+    several times that size as JSON (repr and escapes), over Lambda's 6 MB answer."""
+    shown = str(text)
+    return shown if len(shown) <= width else shown[:width] + "..."

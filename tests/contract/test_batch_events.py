@@ -103,6 +103,18 @@ def test_a_malformed_batch_event_is_a_bad_request(s3_handler, event) -> None:
         s3_handler(event, None)
 
 
+def test_a_batch_over_the_maps_largest_is_a_bad_request(s3_handler) -> None:
+    """A direct invoke could send millions of Items (5 MB of zeros: 22 s past the deadline,
+    1.7 GB, a 261 MB answer); the map never sends more than the template's maximum."""
+    from yogapose.batch import MAX_MAP_ITEMS
+    from yogapose.errors import BadRequest
+
+    markers = [item(f"f{i}/", 0) for i in range(MAX_MAP_ITEMS)]  # skipped: no S3 reads
+    assert s3_handler({"Items": markers, "BatchInput": {"bucket": BUCKET}}, None) == []
+    with pytest.raises(BadRequest, match=f"at most {MAX_MAP_ITEMS}"):
+        s3_handler({"Items": [0] * 2_500_000, "BatchInput": {"bucket": BUCKET}}, None)
+
+
 def test_items_without_a_key_get_an_error_record(s3_handler) -> None:
     out = s3_handler({"Items": [{"Size": 3}, item("photos/p0.jpg")], "BatchInput": {"bucket": BUCKET}}, None)
     assert out[0]["error"]["code"] == "bad_request" and "error" not in out[1]

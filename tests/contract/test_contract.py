@@ -14,7 +14,7 @@ import pytest
 
 from localtools.context import LambdaContext
 from tests.conftest import b64
-from yogapose.errors import BadRequest, UpstreamError
+from yogapose.errors import BadRequest, PoseError, UpstreamError
 from yogapose.metadata import load_metadata
 
 SERVER_TIMING = re.compile(
@@ -159,7 +159,37 @@ def test_unknown_field_names_are_quoted_short_whatever_their_size(handler):
         handler({1: "x", None: 2}, None)
 
 
+def test_an_event_holding_objects_no_json_has_is_a_typed_error(handler):
+    """From ipython: reading the event's kind compared a numpy array, whose truth value
+    raises; that ValueError escaped untyped, with the package's frames."""
+    np = pytest.importorskip("numpy")
+    with pytest.raises(PoseError) as info:
+        handler({"version": np.array(["2.0", "x"]), "url": "https://example.com/a.jpg"}, None)
+    assert info.value.code == "internal_error"  # typed, logged with its frames
+
+
 # ---------------------------------------------------------------- HTTP events
+
+
+@pytest.mark.parametrize("where", ["path", "method", "content-type", "details"])
+def test_error_messages_quote_the_callers_text_short(handler, event, where):
+    """404s, 405s, 415s and 400s repeated the whole path, method, Content-Type or query value:
+    2.4 MB of them came back as a 7.2 MB answer, over Lambda's 6 MB."""
+    ev = event("function_url_post_json")
+    huge = "\U000e0001" * 600_000
+    if where == "path":
+        ev["rawPath"] = ev["requestContext"]["http"]["path"] = "/" + huge
+    elif where == "method":
+        ev["requestContext"]["http"]["method"] = "X" + huge
+    elif where == "content-type":
+        ev["headers"]["content-type"] = "x/" + huge
+    else:
+        ev["rawQueryString"] = "details=" + huge
+        ev["queryStringParameters"] = {"details": huge}
+    resp = handler(ev, None)
+    assert 400 <= resp["statusCode"] < 500
+    assert len(resp["body"]) < 1000, len(resp["body"])
+    assert json.loads(resp["body"])["error"]["message"]
 
 
 def test_function_url_json_body(handler, event, image_url, meta):

@@ -231,10 +231,22 @@ def test_local_runs_get_the_templates_function_timeout():
     """The CLI, the local server, the emulator and the fake context budget a request as the
     deployed function's default Timeout does (they used 30 and 60 s against Lambda's 15)."""
     from localtools.context import LambdaContext
+    from localtools.localserver import make_server
     from yogapose.deadline import FUNCTION_TIMEOUT_S
 
     assert _load_template()["Parameters"]["Timeout"]["Default"] == FUNCTION_TIMEOUT_S
     assert LambdaContext().get_remaining_time_in_millis() <= FUNCTION_TIMEOUT_S * 1000
+    server = make_server(port=0, handler=lambda event, context: {})
+    try:
+        assert server.timeout_s == FUNCTION_TIMEOUT_S  # `serve` gave a request 30 s
+    finally:
+        server.server_close()
+
+
+def test_a_map_batch_holds_at_most_the_templates_largest_batch():
+    from yogapose.batch import MAX_MAP_ITEMS
+
+    assert _load_template()["Parameters"]["BulkBatchSize"]["MaxValue"] == MAX_MAP_ITEMS
 
 
 def test_arm64_is_selectable(translated):
