@@ -153,6 +153,11 @@ VARIABLES: tuple[EnvVar, ...] = (
     # Classify on upload: never a prefix that triggers the function again (yogapose.batch).
     EnvVar("RESULTS_PREFIX", "results_prefix", "results/", parse_prefix,
            "classify on upload writes `<prefix><key>.json` here; keys under it are never classified"),
+    # Only to refuse nesting at init: results under the upload prefix trigger again, uploads
+    # under the results prefix are never classified (a template Rule cannot compare prefixes).
+    EnvVar("UPLOAD_PREFIX", "upload_prefix", "", parse_prefix,
+           "classify on upload's trigger prefix (the template sets it); must not nest with `RESULTS_PREFIX`",
+           shown_default="unset"),
     # Given to Powertools' logger and metrics by yogapose.observability at import.
     EnvVar("POWERTOOLS_SERVICE_NAME", None, "yoga-pose", str, "service name in logs and metrics"),
     EnvVar("POWERTOOLS_METRICS_NAMESPACE", None, "YogaPose", str, "CloudWatch namespace"),
@@ -214,6 +219,7 @@ class Settings:
     allow_private: bool = _default("ALLOW_PRIVATE_URLS")
     unsure_threshold: float = _default("UNSURE_THRESHOLD")
     results_prefix: str = _default("RESULTS_PREFIX")
+    upload_prefix: str = _default("UPLOAD_PREFIX")
     # Sent on every image fetch: names the software and what it does, no made-up contact URL.
     user_agent: str = f"yogapose/{__version__} (yoga-pose image classifier; AWS Lambda)"
 
@@ -226,4 +232,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """
     env = os.environ if environ is None else environ
     values = {v.name: v.read(env) for v in VARIABLES if v.attr is not None or v.parse is not None}
+    upload, results = values["UPLOAD_PREFIX"], values["RESULTS_PREFIX"]
+    if upload and (upload.startswith(results) or results.startswith(upload)):
+        raise ValueError(
+            f"RESULTS_PREFIX {results!r} and UPLOAD_PREFIX {upload!r} must not nest: results "
+            "under the upload prefix would trigger again, uploads under the results prefix are "
+            "never classified"
+        )
     return Settings(**{v.attr: values[v.name] for v in VARIABLES if v.attr is not None})

@@ -275,6 +275,30 @@ def test_environment_is_valid_configuration(translated):
     assert settings.fetch_deadline < timeout
 
 
+@pytest.mark.parametrize(("upload", "results", "nested"), [
+    ("uploads/", "results/", False),
+    ("results/uploads/", "results/", True),   # every upload silently skipped
+    ("uploads/", "uploads/results/", True),   # every result triggers once more
+])
+def test_classify_on_upload_prefixes_that_nest_stop_the_function_at_init(translated, upload, results,
+                                                                          nested):
+    """A template Rule can only compare prefixes for equality; the function is given both
+    and refuses nested ones at init, naming them."""
+    from yogapose.config import load_settings
+
+    env = _one(_deployed(translated, ClassifyOnUpload="true", UploadPrefix=upload, ResultsPrefix=results),
+               "AWS::Lambda::Function")["Environment"]["Variables"]
+    assert env["UPLOAD_PREFIX"] == upload
+    env = {k: str(v) for k, v in env.items()}
+    if nested:
+        with pytest.raises(ValueError, match="UPLOAD_PREFIX .* must not nest"):
+            load_settings(env)
+    else:
+        assert load_settings(env).upload_prefix == upload
+    plain = _one(_deployed(translated), "AWS::Lambda::Function")["Environment"]["Variables"]
+    assert load_settings({k: str(v) for k, v in plain.items()}).upload_prefix == ""
+
+
 def test_hadolint_passes_on_the_dockerfile():
     proc = _run(_tool("hadolint"), str(REPO / "Dockerfile"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
