@@ -387,6 +387,11 @@ def _request(conn: _PinnedConnection, target: _Target, limits: FetchLimits) -> h
 def _read_capped(resp: http.client.HTTPResponse, max_bytes: int, host: str) -> bytes:
     """Read the body, refusing to hold more than ``max_bytes`` whatever the headers say."""
     declared = resp.length  # parsed Content-Length; None for chunked/absent/invalid
+    lengths = {v.strip() for v in resp.msg.get_all("Content-Length") or []}
+    if len(lengths) > 1 and not resp.chunked:
+        # http.client uses the first; RFC 9112 6.3: the framing is broken, the body unknown
+        # (a truncated image would otherwise be blamed on the image, not on its host).
+        raise UpstreamError(f"{host} sent conflicting Content-Length headers")
     if declared is not None and declared > max_bytes:
         raise PayloadTooLarge(f"image is {declared} bytes, over the limit of {max_bytes}")
     buf = bytearray()

@@ -373,6 +373,19 @@ def test_interim_1xx_responses_are_skipped(raw_server, interim: str) -> None:
     assert fetch(server.url(), LOOPBACK).data == image
 
 
+def test_conflicting_content_lengths_are_the_hosts_fault_502(raw_server) -> None:
+    """http.client reads by the first value: the image came out cut short and was a 415
+    (not retryable) instead of the host's broken framing."""
+    image = jpeg_bytes()
+    head = f"HTTP/1.1 200 OK\nContent-Length: 10\nContent-Length: {len(image)}\n"
+    server = raw_server(send_response(head, image))
+    with pytest.raises(UpstreamError, match="conflicting Content-Length"):
+        fetch(server.url(), LOOPBACK)
+    same = raw_server(send_response(f"HTTP/1.1 200 OK\nContent-Length: {len(image)}\n"
+                                    f"Content-Length: {len(image)}\n", image))
+    assert fetch(same.url(), LOOPBACK).data == image  # repeated but equal: one length
+
+
 def test_switching_protocols_is_not_skipped_but_502(raw_server) -> None:
     server = raw_server(send_response("HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\n"))
     with pytest.raises(UpstreamError, match="101"):
