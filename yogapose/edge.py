@@ -21,6 +21,7 @@ preflights are answered by the Function URL itself when CORS is configured on it
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -323,7 +324,9 @@ def read_body(req: HttpRequest, max_bytes: int) -> Body:
 
 
 def _looks_like_json(data: bytes) -> bool:
-    return data.lstrip()[:1] in (b"{", b"[", b'"')
+    # A UTF-8 byte-order mark first: a request file saved by Windows Notepad (json.loads
+    # of the bytes skips it too).
+    return data.removeprefix(codecs.BOM_UTF8).lstrip()[:1] in (b"{", b"[", b'"')
 
 
 def _decode_transport(raw: str, is_base64: bool, limit: int, what: str) -> bytes:

@@ -7,6 +7,7 @@ the tiny test model (production signature, random weights).
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import re
 
@@ -225,6 +226,17 @@ def test_function_url_raw_bytes_without_content_type_are_sniffed(handler, event,
     ev["body"] = b64(images["jpeg"])
     assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
     del ev["headers"]["content-type"]
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
+def test_a_json_body_with_a_byte_order_mark_is_json(handler, event, images, meta, content_type):
+    """A request file saved by Windows Notepad starts with a UTF-8 BOM: as text/plain it was
+    taken for image bytes (415)."""
+    ev = event("function_url_post_json")
+    ev["headers"]["content-type"] = content_type
+    ev["body"] = b64(codecs.BOM_UTF8 + json.dumps({"image": b64(images["png"])}).encode())
+    ev["isBase64Encoded"] = True
     assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
 
 
