@@ -95,6 +95,8 @@ _TRANSPOSE = {
 }
 _ORIENTATION = 0x0112
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+# Modes whose transparency is a colour key (PNG tRNS) or a palette index (GIF, PNG).
+_KEYED_MODES = frozenset({"P", "RGB", "L"})
 
 # Pillow's own bomb check warns at 89 MP and raises at 2x that; we enforce our own, lower,
 # configurable cap from the header *before* decoding, so disable the global one's warning.
@@ -236,7 +238,7 @@ def _reduce_to_rgb(img: Image.Image, min_size: tuple[int, int] | None,
     factor = 1
     if min_size is not None:
         factor = max(1, min(width // max(1, min_size[0]), height // max(1, min_size[1])))
-    if factor == 1 and img.mode == "RGB":
+    if factor == 1 and img.mode == "RGB" and "transparency" not in img.info:
         return img
     peak = _sixteen_bit_peak(img)
     out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
@@ -269,7 +271,8 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int], peak: float = 25
     data was).
     """
     mode = img.mode
-    if mode == "RGB":
+    keyed = mode in _KEYED_MODES and "transparency" in img.info  # a tRNS colour key (or GIF index)
+    if mode == "RGB" and not keyed:
         return img
     if mode in ("I", "F") or mode.startswith("I;16"):
         # 16-bit greyscale PNGs: scale to 8 bits instead of clipping at 255 (float32 on a
@@ -279,7 +282,7 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int], peak: float = 25
         arr += np.float32(0.5)
         np.clip(arr, 0, 255, out=arr)
         return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+    if mode in _ALPHA_MODES or keyed:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, background)
         canvas.paste(rgba, mask=rgba.getchannel("A"))
