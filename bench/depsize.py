@@ -19,7 +19,14 @@ from importlib import metadata
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import wcommon
+TYPE_CHECKING = False  # read by mypy as typing.TYPE_CHECKING; no import of typing in timed workers
+if TYPE_CHECKING:  # mypy checks bench/ as a package
+    from importlib.metadata import Distribution
+    from typing import Any
+
+    from bench import wcommon
+else:  # run as a script: bench/ is on sys.path (above)
+    import wcommon
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -35,6 +42,7 @@ def _marker_ok(req: str) -> bool:
     marker = req.split(";", 1)[1]
     if "extra" in marker:
         return False
+    Marker: Any  # packaging's class or the copy pip vendors (two distinct classes to mypy)
     try:
         from packaging.markers import Marker
     except ImportError:
@@ -48,17 +56,17 @@ def _marker_ok(req: str) -> bool:
         return True
 
 
-def dist_size(dist) -> int:
+def dist_size(dist: Distribution) -> int:
     total = 0
     for f in dist.files or ():
         try:
-            total += os.path.getsize(dist.locate_file(f))
+            total += os.path.getsize(str(dist.locate_file(f)))
         except OSError:
             pass
     return total
 
 
-def closure(roots) -> dict:
+def closure(roots: list[str]) -> dict:
     seen = {}
     missing = []
     todo = list(roots)

@@ -21,7 +21,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import wcommon
+TYPE_CHECKING = False  # read by mypy as typing.TYPE_CHECKING; no import of typing in timed workers
+if TYPE_CHECKING:  # mypy checks bench/ as a package
+    from bench import wcommon
+else:  # run as a script: bench/ is on sys.path (above)
+    import wcommon
 
 
 def main() -> int:
@@ -53,7 +57,7 @@ def main() -> int:
         probs = np.asarray(model(x, training=False))[0]
         return dict(zip(labels, probs.tolist(), strict=True))
 
-    def handler_b64(event) -> dict:
+    def handler_b64(event: dict) -> dict:
         return predict_bytes(base64.b64decode(event["image"]))
 
     if cfg["mode"] == "cold":

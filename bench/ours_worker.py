@@ -32,14 +32,29 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, REPO)  # Lambda's task root: where lambda_function.py lives
 
-import wcommon
+TYPE_CHECKING = False  # read by mypy as typing.TYPE_CHECKING; no import of typing in timed workers
+if TYPE_CHECKING:  # mypy checks bench/ as a package
+    from collections.abc import Callable
+    from types import ModuleType
+
+    import numpy as np
+    from PIL import Image
+
+    from bench import wcommon
+    from yogapose.config import Settings
+    from yogapose.deadline import Deadline
+    from yogapose.metadata import Preprocessing
+    from yogapose.person import PersonBox
+    from yogapose.preprocess import Preprocessor
+else:  # run as a script: bench/ is on sys.path (above)
+    import wcommon
 
 from localtools.context import LambdaContext
 
 KIND = "lambda_function"
 
 
-def import_handler(task_root: str = REPO):
+def import_handler(task_root: str = REPO) -> ModuleType:
     """Import ``lambda_function`` (model load + warm-up happen here, as in a cold start).
 
     ``task_root`` may point at a copy of the deployable code (lambda_function.py +
@@ -52,7 +67,7 @@ def import_handler(task_root: str = REPO):
     return lambda_function
 
 
-def infer_only(model_path: str, threads: int, x, runs: int, budget: float) -> list:
+def infer_only(model_path: str, threads: int, x: np.ndarray, runs: int, budget: float) -> list:
     """Time interpreter.invoke() alone (input already set), same library as the handler."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
@@ -67,7 +82,7 @@ def infer_only(model_path: str, threads: int, x, runs: int, budget: float) -> li
     return wcommon.timeit(it.invoke, runs, budget, warmup=2)
 
 
-def fetch_mode(cfg) -> int:
+def fetch_mode(cfg: dict) -> int:
     """Time ``yogapose.fetch.fetch`` (the guarded downloader) against loopback URLs."""
     from yogapose.config import load_settings
     from yogapose.fetch import FetchLimits, fetch
@@ -82,11 +97,11 @@ def fetch_mode(cfg) -> int:
     return 0
 
 
-def _draft_decode(data: bytes, size) -> None:
+def _draft_decode(data: bytes, size: tuple[int, int]) -> None:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        im.draft("RGB", tuple(size))
+        im.draft("RGB", size)
         im.load()
 
 
@@ -94,14 +109,17 @@ class _FoundAlready:
     """A stand-in detector that answers with a box found before: ``Preprocessor.frame``
     through it times the app's own crop + resize without the detection."""
 
-    def __init__(self, person) -> None:
+    def __init__(self, person: PersonBox | None) -> None:
         self.person = person
 
-    def find_people(self, img, limit: int = 1, deadline=None):  # PersonDetector.find_people's signature
+    # PersonDetector.find_people's signature: mypy holds it to yogapose.preprocess.PeopleFinder.
+    def find_people(self, img: Image.Image, limit: int = 1,
+                    deadline: Deadline | None = None) -> list[PersonBox]:
         return [self.person] if self.person is not None else []
 
 
-def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
+def stages(images: dict, events: dict, settings: Settings, prep: Preprocessing, pre: Preprocessor,
+           cfg: dict) -> dict:
     """Per-stage medians of the request path, per image, through the app's own
     ``Preprocessor``: base64, decode (EXIF, alpha, draft), the person detector
     (``find_people`` with the metadata's candidate count, windows included when it searches
@@ -112,7 +130,7 @@ def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
     def b64(text: str) -> bytes:
         return decode_payload(text, "image", settings.max_bytes)
 
-    def timed(fn) -> dict:
+    def timed(fn: Callable[..., object]) -> dict:
         return wcommon.summarize(wcommon.timeit(fn, runs, 1.0, min_runs=3))
 
     runs = max(3, min(10, cfg["infer_runs"] // 4))
@@ -133,8 +151,8 @@ def stages(images: dict, events: dict, settings, prep, pre, cfg: dict) -> dict:
             "person_found": person is not None,
             "candidates": max(1, len(people)),  # crops the classifier runs on
         }
-        if pre.detector is not None:
-            res[name]["detect"] = timed(lambda i=decoded, n=limit: pre.detector.find_people(i, n))
+        if (detector := pre.detector) is not None:
+            res[name]["detect"] = timed(lambda i=decoded, n=limit, d=detector: d.find_people(i, n))
         if data[:3] == b"\xff\xd8\xff":
             # libjpeg-turbo alone at the draft scale the decode uses: the entropy decode of
             # every coefficient is the part no resize or copy trick can avoid.
@@ -210,7 +228,7 @@ def crop_cost(images: dict, events: dict, cfg: dict) -> dict:
 OVERLAPPED_PREFIX = "(overlapped) "
 
 
-def init_parts(cfg) -> int:
+def init_parts(cfg: dict) -> int:
     """Cold-start anatomy in a fresh process: each import and init step timed on its own.
 
     Mirrors what importing lambda_function does (the app's own code in "yogapose rest"),

@@ -17,7 +17,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import wcommon
+TYPE_CHECKING = False  # read by mypy as typing.TYPE_CHECKING; no import of typing in timed workers
+if TYPE_CHECKING:  # mypy checks bench/ as a package
+    from bench import wcommon
+else:  # run as a script: bench/ is on sys.path (above)
+    import wcommon
 
 
 def main() -> int:
@@ -39,7 +43,7 @@ def main() -> int:
     b = rng.standard_normal((n, n), dtype=np.float32)
     c = np.empty((n, n), np.float32)
     np.matmul(a, b, out=c)  # warm-up: thread pool start, page faults
-    times = []
+    times: list[float] = []
     start = time.perf_counter()
     while len(times) < 12 and (len(times) < 3 or time.perf_counter() - start < 3.0):
         t0 = time.perf_counter()

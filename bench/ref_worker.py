@@ -24,13 +24,21 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import wcommon
+TYPE_CHECKING = False  # read by mypy as typing.TYPE_CHECKING; no import of typing in timed workers
+if TYPE_CHECKING:  # mypy checks bench/ as a package
+    from typing import Any
+
+    import numpy as np
+
+    from bench import wcommon
+else:  # run as a script: bench/ is on sys.path (above)
+    import wcommon
 
 
 class ReferenceStack:
     """The original serving code, with the model path / labels / threads as parameters."""
 
-    def __init__(self, model_path: str, labels, threads: int):
+    def __init__(self, model_path: str, labels: list[str], threads: int) -> None:
         import tflite_runtime.interpreter as tflite
         from keras_image_helper import create_preprocessor
 
@@ -53,12 +61,12 @@ class ReferenceStack:
         preds = self.interpreter.get_tensor(self.output_index)
         return dict(zip(self.classes, preds[0].tolist(), strict=True))
 
-    def handler_b64(self, event) -> dict:
+    def handler_b64(self, event: dict) -> dict:
         """The same, for a direct ``{"image": <b64>}`` event (the original took URLs only)."""
         return self.predict_bytes(base64.b64decode(event["image"]))
 
 
-def _labels(model_path: str):
+def _labels(model_path: str) -> list[str]:
     """One name per model output: the labels, plus the outlier output's name when the model
     has one (an open-set model's extra output, which the original code would list too)."""
     meta = os.path.splitext(model_path)[0] + ".json"
@@ -68,7 +76,7 @@ def _labels(model_path: str):
     return data["labels"] + ([extra] if extra else [])
 
 
-def infer_only(model_path: str, threads: int, runs: int, budget: float, x=None) -> dict:
+def infer_only(model_path: str, threads: int, runs: int, budget: float, x: np.ndarray | None = None) -> dict:
     import numpy as np
     import tflite_runtime.interpreter as tflite
 
@@ -97,7 +105,7 @@ def main() -> int:
     threads = int(cfg.get("threads", 1))
 
     if mode == "variants":
-        out = {p: infer_only(p, threads, cfg["infer_runs"], cfg["budget_s"]) for p in cfg["models"]}
+        out: dict[str, Any] = {p: infer_only(p, threads, cfg["infer_runs"], cfg["budget_s"]) for p in cfg["models"]}
         wcommon.emit(out)
         return 0
 

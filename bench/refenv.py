@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +48,8 @@ def _ready(py: Path) -> bool:
     return subprocess.run([str(py), "-c", probe], capture_output=True, check=False).returncode == 0
 
 
-def ensure_ref_venv(python311: str | None = None, venv: Path = REF_VENV, log=print) -> tuple[str | None, str]:
+def ensure_ref_venv(python311: str | None = None, venv: Path = REF_VENV,
+                    log: Callable[[str], object] = print) -> tuple[str | None, str]:
     """-> (path of the venv's python or None, human-readable status)."""
     py = venv / "bin" / "python"
     if _ready(py):

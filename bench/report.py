@@ -31,7 +31,7 @@ BUDGET_IMAGE = "photo-300.jpg"
 TARGET_IMAGES = ("photo-300.jpg", "phone-12mp.jpg")
 
 
-def _f(x, nd: int = 1, unit: str = "") -> str:
+def _f(x: object, nd: int = 1, unit: str = "") -> str:
     if x is None:
         return "–"
     try:
@@ -167,7 +167,7 @@ def targets(results: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def floor_note(configs: list[dict], variant: str, names) -> list[str]:
+def floor_note(configs: list[dict], variant: str, names: list[str]) -> list[str]:
     """Per JPEG and thread count: the time no request path can go below with this model and
     decoder (libjpeg-turbo's draft decode alone + inference alone) next to the target budget."""
     out = []

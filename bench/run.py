@@ -35,7 +35,7 @@ import tomllib
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from bench import report
 from bench.float32 import float32_copy
@@ -157,7 +157,7 @@ def summarize_cold(samples: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- inputs
 
-def resolve_models(args) -> dict:
+def resolve_models(args: argparse.Namespace) -> dict:
     """The shipped model, any variants from a training run, the Keras model, and the
     reference's model: a float32 copy of the shipped model's own weights (bench.float32)."""
     notes: list[str] = []
@@ -235,7 +235,7 @@ def accuracy_table(variants_dir: Path) -> dict:
 def matmul_peak(py: str, threads: list[int]) -> dict:
     out = {}
     for t in threads:
-        env = worker_env(OPENBLAS_NUM_THREADS=t)
+        env = worker_env(OPENBLAS_NUM_THREADS=str(t))
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
         proc = subprocess.run([py, str(BENCH / "peak.py"), str(t)], capture_output=True, text=True,
@@ -271,12 +271,12 @@ def dep_sizes(ours_py: str, ref_py: str | None) -> dict:
 def import_profile(py: str, model: str, threads: int = 1) -> dict:
     """``python -X importtime -c "import lambda_function"``: the slowest top-level imports."""
     target = "lambda_function"
-    env = worker_env(MODEL_PATH=model, NUM_THREADS=threads)
+    env = worker_env(MODEL_PATH=model, NUM_THREADS=str(threads))
     t0 = time.perf_counter()
     proc = subprocess.run([py, "-X", "importtime", "-c", f"import {target}"], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=120, check=False)
     wall = time.perf_counter() - t0
-    rows = []
+    rows: list[dict[str, Any]] = []
     for line in proc.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
         if m:
@@ -361,15 +361,19 @@ def machine_info(ours_py: str, ref_py: str | None, keras_py: str | None) -> dict
     cpu, flags = "?", ""
     try:
         text = Path("/proc/cpuinfo").read_text()
-        cpu = re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
-        flags = re.search(r"flags\s*:\s*(.*)", text).group(1)
-    except (OSError, AttributeError):
-        pass
+    except OSError:
+        text = ""
+    if m := re.search(r"model name\s*:\s*(.*)", text):
+        cpu = m.group(1).strip()
+    if m := re.search(r"flags\s*:\s*(.*)", text):
+        flags = m.group(1)
     mem_gb = None
     try:
-        mem_gb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 1024 / 1024
-    except (OSError, AttributeError):
-        pass
+        m = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    except OSError:
+        m = None
+    if m:
+        mem_gb = int(m.group(1)) / 1024 / 1024
 
     def versions(py: str | None, names: list[str]) -> dict:
         if not py:

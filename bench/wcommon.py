@@ -17,10 +17,15 @@ import resource
 import sys
 import time
 
+TYPE_CHECKING = False  # read by mypy as typing.TYPE_CHECKING; no import of typing in timed workers
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
 MARK = "@@BENCH "
 
 
-def emit(obj) -> None:
+def emit(obj: object) -> None:
     """Send one protocol message (a JSON object) to the orchestrator."""
     sys.stdout.write(MARK + json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
@@ -35,7 +40,7 @@ def parse_messages(text: str) -> list:
     return out
 
 
-def percentile(values, q: float) -> float:
+def percentile(values: Iterable[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default), without numpy."""
     xs = sorted(values)
     if not xs:
@@ -46,7 +51,7 @@ def percentile(values, q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def summarize(seconds) -> dict:
+def summarize(seconds: Iterable[float]) -> dict:
     """Milliseconds: median, p95, min, n (raw samples kept for the JSON results)."""
     ms = [s * 1000.0 for s in seconds]
     return {
@@ -58,7 +63,8 @@ def summarize(seconds) -> dict:
     }
 
 
-def timeit(fn, runs: int, budget_s: float, warmup: int = 1, min_runs: int = 5) -> list:
+# ``fn`` takes no arguments; ``...`` because mypy cannot match ``lambda x=x: ...`` to ``Callable[[], ...]``.
+def timeit(fn: Callable[..., object], runs: int, budget_s: float, warmup: int = 1, min_runs: int = 5) -> list[float]:
     """Call ``fn`` ``warmup`` times untimed, then up to ``runs`` timed calls.
 
     Stops early once ``budget_s`` is spent (but never below ``min_runs``), which keeps the
@@ -91,7 +97,7 @@ def peak_rss_mb() -> dict:
     return {"vmhwm_mb": hwm, "ru_maxrss_mb": maxrss}
 
 
-def read_images(paths) -> dict:
+def read_images(paths: Iterable[str]) -> dict[str, bytes]:
     """name -> bytes, read once up front so disk I/O is never inside a timed call."""
     out = {}
     for p in paths:
@@ -100,7 +106,7 @@ def read_images(paths) -> dict:
     return out
 
 
-def top_of(obj):
+def top_of(obj: object) -> list | None:
     """Find a {label: probability} mapping anywhere in a handler response -> (label, p).
 
     The handler may answer with a plain mapping or an HTTP-shaped response whose body is
@@ -114,7 +120,7 @@ def top_of(obj):
     if isinstance(obj, dict):
         vals = list(obj.values())
         if len(vals) >= 2 and all(isinstance(v, float) for v in vals):
-            k = max(obj, key=obj.get)
+            k = max(obj, key=lambda key: obj[key])
             return [k, obj[k]]
         for v in obj.values():
             found = top_of(v)
@@ -151,7 +157,7 @@ def time_imports(watch: Stopwatch, steps: list[tuple[str, list[str]]]) -> None:
         watch.mark(label)
 
 
-def time_interpreter_init(it, zeros, watch: Stopwatch, first_invoke: str) -> None:
+def time_interpreter_init(it: Any, zeros: Callable[..., Any], watch: Stopwatch, first_invoke: str) -> None:
     """allocate_tensors, the first invoke (named by the caller) and a second, steady one.
 
     ``zeros(shape, dtype)`` is numpy's, passed in so this module imports no numpy.
@@ -166,7 +172,7 @@ def time_interpreter_init(it, zeros, watch: Stopwatch, first_invoke: str) -> Non
     watch.mark("second invoke")
 
 
-def emit_cold(kind: str, t_import: float, handler_b64, event) -> int:
+def emit_cold(kind: str, t_import: float, handler_b64: Callable[[dict], object], event: dict) -> int:
     """Answer one request in this fresh process and report what the first one cost."""
     t1 = time.perf_counter()
     resp = handler_b64(event)
@@ -175,13 +181,14 @@ def emit_cold(kind: str, t_import: float, handler_b64, event) -> int:
     return 0
 
 
-def warm_images(images: dict, events: dict, handler_b64, predict_bytes, runs: dict, budget: float) -> dict:
+def warm_images(images: dict, events: dict, handler_b64: Callable[[dict], object],
+                predict_bytes: Callable[[bytes], object] | None, runs: dict, budget: float) -> dict:
     """Per image: the top answer, warm latency through the base64 event and, where the stack
     has one, through its bytes-in entry point."""
     out = {}
     for name, data in images.items():
         event = events[name]
-        res = {"answer": top_of(handler_b64(event))}
+        res: dict[str, object] = {"answer": top_of(handler_b64(event))}
         res["handler_b64"] = summarize(timeit(lambda e=event: handler_b64(e), runs[name], budget))
         if predict_bytes is not None:
             res["app_bytes"] = summarize(timeit(lambda d=data: predict_bytes(d), runs[name], budget))

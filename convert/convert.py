@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from yogapose.metadata import ModelMetadata, Preprocessing, sha256_file, write_m
 
 from .data import OUTLIER_LABEL, class_names_of, file_sha256, list_images, negative_items, scale, to_uint8
 from .openset import softmax
+
+if TYPE_CHECKING:
+    import keras
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
 # Largest acceptable |p_tflite - p_keras| per variant: quantized variants legitimately move
@@ -96,7 +100,8 @@ class Verification:
         }
 
 
-def convert_keras(model, variant: str, representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:
+def convert_keras(model: keras.Model, variant: str,
+                  representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:
     """Keras model -> flatbuffer bytes for one of :data:`VARIANTS`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -202,7 +207,7 @@ def build_metadata(
 
 
 def convert_and_verify(
-    keras_model,
+    keras_model: keras.Model,
     variant: str,
     output: Path,
     class_names: list[str],
@@ -249,7 +254,7 @@ def convert_and_verify(
     return meta
 
 
-def load_keras(path: Path):
+def load_keras(path: Path) -> keras.Model:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 

@@ -257,7 +257,7 @@ def open_set_metrics(path: ServingPath, raw: dict) -> dict:
     cats = raw["categories"]
     per_class = {}
     for c, lab in enumerate(labels):
-        idx = [i for i in np.flatnonzero(real & (truth == c))]
+        idx = [int(i) for i in np.flatnonzero(real & (truth == c))]
         if idx:
             per_class[lab] = {
                 "images": len(idx),

@@ -144,7 +144,7 @@ def recipe_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def build_augmenter(seed: int):
+def build_augmenter(seed: int) -> keras.Sequential:
     # Works on [0, 255] pixels, before the [-1, 1] scaling. Poses are left/right symmetric,
     # so horizontal flips keep the label; vertical flips would not.
     return keras.Sequential(
@@ -160,11 +160,11 @@ def build_augmenter(seed: int):
     )
 
 
-def build_base(weights: str, size: int):
+def build_base(weights: str, size: int) -> keras.Model:
     return keras.applications.Xception(include_top=False, weights=weights, input_shape=(size, size, 3))
 
 
-def build_head(n_classes: int, n_features: int):
+def build_head(n_classes: int, n_features: int) -> keras.Model:
     inp = keras.Input((n_features,), name="pooled")
     x = layers.Dense(500, activation="relu", name="dense_500")(inp)
     x = layers.Dropout(0.2, name="dropout")(x)
@@ -172,7 +172,7 @@ def build_head(n_classes: int, n_features: int):
     return keras.Model(inp, out, name="head")
 
 
-def assemble(base, head, name: str = "yoga_xception"):
+def assemble(base: keras.Model, head: keras.Model, name: str = "yoga_xception") -> keras.Model:
     """The deployable model: image in, probabilities out (shares the trained layers)."""
     inp = keras.Input(base.input.shape[1:], name="image")
     x = base(inp, training=False)
@@ -188,7 +188,7 @@ def cache_key(args: argparse.Namespace, train_images: np.ndarray, train_labels: 
 
     h = hashlib.sha256()
     weights = Path(args.weights)
-    h.update((file_sha256(weights) if weights.is_file() else str(args.weights)).encode())
+    h.update((file_sha256(weights) or str(args.weights)).encode())  # None: not a file
     for part in (args.finetune_from, args.augment_copies, args.paste_copies, args.seed, args.input_size,
                  args.interpolation, args.no_person_crop):
         h.update(str(part).encode())
@@ -210,7 +210,7 @@ def sample_weights(labels: np.ndarray, synthetic: np.ndarray, n_classes: int,
     return (base * len(labels) / (n_classes * np.maximum(effective[labels], 1e-12))).astype(np.float32)
 
 
-def val_scores(logits, labels: np.ndarray, real: np.ndarray, n_classes: int) -> dict[str, float]:
+def val_scores(logits: np.ndarray, labels: np.ndarray, real: np.ndarray, n_classes: int) -> dict[str, float]:
     """Scores of the logits over val (the six classes + the outlier class ``n_classes - 1``).
 
     Loss and accuracy over all images; macro/worst recall of the six over the real photos
@@ -245,12 +245,13 @@ class ValScores(keras.callbacks.Callback):
     ``PHASE2_MONITOR``; keeps its own history (Keras' History may run first).
     """
 
-    def __init__(self, data, labels: np.ndarray, real: np.ndarray, n_classes: int) -> None:
+    def __init__(self, data: np.ndarray | CachedBatches, labels: np.ndarray, real: np.ndarray,
+                 n_classes: int) -> None:
         super().__init__()
         self.data, self.labels, self.real, self.n = data, labels, real, n_classes
         self.history: dict[str, list[float]] = {}
 
-    def scores(self, model) -> dict[str, float]:
+    def scores(self, model: keras.Model) -> dict[str, float]:
         return val_scores(model.predict(self.data, verbose=0), self.labels, self.real, self.n)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -261,7 +262,8 @@ class ValScores(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(v)
 
 
-def extract(model, images: np.ndarray, prep: Preprocessing, batch: int, augmenter=None) -> np.ndarray:
+def extract(model: keras.Model, images: np.ndarray, prep: Preprocessing, batch: int,
+            augmenter: keras.Sequential | None = None) -> np.ndarray:
     """Run the frozen bottom on (optionally augmented) uint8 images; float16 cache."""
     out = None
     n = len(images)
@@ -276,6 +278,8 @@ def extract(model, images: np.ndarray, prep: Preprocessing, batch: int, augmente
             out = np.empty((n,) + feats.shape[1:], dtype=np.float16)
         out[start:start + len(feats)] = feats.astype(np.float16)
         bar.add(len(feats))
+    if out is None:
+        raise ValueError("no images to extract features from")
     return out
 
 
@@ -285,7 +289,7 @@ class CachedBatches(keras.utils.PyDataset):
     ``steps > 0``: every epoch is a fresh random subset of ``steps * batch_size`` samples.
     """
 
-    def __init__(self, x, y, batch_size: int, seed: int, shuffle: bool = True, steps: int = 0,
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool = True, steps: int = 0,
                  weights: np.ndarray | None = None) -> None:
         super().__init__()
         self.x, self.y, self.bs, self.shuffle, self.w = x, y, batch_size, shuffle, weights
@@ -368,8 +372,8 @@ def pasted_copy(originals: list[Image.Image], persons: list[PersonBox | None], s
     return out
 
 
-def cache_features(args, bottom, prep: Preprocessing, train_images: np.ndarray, pasted: np.ndarray,
-                   val_images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def cache_features(args: argparse.Namespace, bottom: keras.Model, prep: Preprocessing, train_images: np.ndarray,
+                   pasted: list[np.ndarray], val_images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The frozen bottom's output: clean + augmented + pasted-and-augmented train copies, clean val."""
     augmenter = build_augmenter(args.seed)
     print(f"caching features at {args.finetune_from}: 1 clean + {args.augment_copies} augmented + "
@@ -386,7 +390,9 @@ def cache_features(args, bottom, prep: Preprocessing, train_images: np.ndarray, 
     return x_train, extract(bottom, val_images, prep, args.batch_size)
 
 
-def train_head(args, top, x_train, y_train, w_train, x_val, val_labels, val_real, n_classes: int):
+def train_head(args: argparse.Namespace, top: keras.Model, x_train: np.ndarray, y_train: np.ndarray,
+               w_train: np.ndarray, x_val: np.ndarray, val_labels: np.ndarray, val_real: np.ndarray,
+               n_classes: int) -> tuple[keras.Model, dict[str, list[float]]]:
     """Phase 1: the head on the pooled features of the frozen top. Returns (head, history)."""
     pooled_model = keras.Sequential([top, keras.layers.GlobalAveragePooling2D()])
     p_train = pooled_model.predict(CachedBatches(x_train, y_train, 128, args.seed, shuffle=False), verbose=1)
@@ -413,7 +419,8 @@ def train_head(args, top, x_train, y_train, w_train, x_val, val_labels, val_real
     return head, scores.history
 
 
-def phase2_callbacks(args: argparse.Namespace, scores, checkpoint) -> list:
+def phase2_callbacks(args: argparse.Namespace, scores: ValScores,
+                     checkpoint: keras.callbacks.ModelCheckpoint) -> list:
     """Phase 2's callbacks, in order: the val scores first (the others read them from the logs)."""
     callbacks = [
         scores,
@@ -430,8 +437,9 @@ def phase2_callbacks(args: argparse.Namespace, scores, checkpoint) -> list:
     return callbacks
 
 
-def finetune(args, base, top, head, x_train, y_train, w_train, x_val, val_labels, val_real,
-             n_classes: int) -> dict:
+def finetune(args: argparse.Namespace, base: keras.Model, top: keras.Model, head: keras.Model,
+             x_train: np.ndarray, y_train: np.ndarray, w_train: np.ndarray, x_val: np.ndarray,
+             val_labels: np.ndarray, val_real: np.ndarray, n_classes: int) -> dict:
     """Phase 2: the top blocks + head on the cached bottom output, kept only if it beats
     phase 1 on ``PHASE2_MONITOR``. Returns its history."""
     head_weights = head.get_weights()

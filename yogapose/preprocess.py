@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -34,10 +35,18 @@ class Framed:
         return self.person.to_dict(*self.source_size) if self.person is not None else None
 
 
+class PeopleFinder(Protocol):
+    """What :class:`Preprocessor` asks of its detector: :class:`PersonDetector`, or a
+    stand-in with the same signature (the bench's, which answers with a box found before)."""
+
+    def find_people(self, img: Image.Image, limit: int = 1,
+                    deadline: Deadline | None = None) -> list[PersonBox]: ...
+
+
 class Preprocessor:
     """Decode, find the person, crop and resize, as the metadata says."""
 
-    def __init__(self, prep: Preprocessing, detector: PersonDetector | None = None) -> None:
+    def __init__(self, prep: Preprocessing, detector: PeopleFinder | None = None) -> None:
         if prep.person_crop is not None and detector is None:
             raise ValueError("the metadata asks for a person crop but no detector was given")
         self.prep = prep
