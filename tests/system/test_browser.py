@@ -460,17 +460,60 @@ def test_paste_a_link_served_from_loopback(page, server, photo, labels, httpserv
     assert page.inner_text("#photo-caption") == link
 
 
-def test_a_non_image_file_shows_a_readable_error(page, server):
+def test_a_file_the_browser_cannot_read_is_not_sent(page, server):
+    """It used to be posted as it was (a HEIC photo with its GPS position, against the page's
+    promise that location data is removed); the server reads no format a browser cannot."""
+    before = len(server.recorder.events)
     page.set_input_files(
         "#file",
-        files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo at all"}],
+        files=[{"name": "IMG_0001.HEIC", "mimeType": "image/heic", "buffer": b"\0\0\0\x18ftypheic" + b"\0" * 64}],
     )
     page.wait_for_selector("#error strong")
     text = page.inner_text("#error")
-    assert "not an image" in text
-    assert "HTTP 415" in text
+    assert "not an image" in text and "IMG_0001.HEIC" in text
     assert page.locator("#result").is_hidden()
     assert page.locator("#drop").is_enabled()  # ready for the next try
+    assert len(server.recorder.events) == before, "nothing was sent to the function"
+
+
+def test_a_new_photo_never_shows_the_previous_verdict(page, labels):
+    """While the next answer is pending, and after it failed, the previous photo's verdict
+    was still shown under the new photo."""
+    six = dict.fromkeys(labels, 0.01) | {labels[0]: 1 - 0.01 * (len(labels) - 1)}
+    pending = []
+
+    def hold(route):
+        pending.append(route)
+
+    page.route("**/predict*", lambda route: route.fulfill(
+        status=200, content_type="application/json",
+        body=json.dumps({"pose": labels[0], "confidence": 0.95, "reason": None, "probabilities": six,
+                         "person": None})))
+    page.fill("#url", "http://127.0.0.1:9/first.jpg")
+    page.click("#url-button")
+    _wait_for_result(page)
+    assert page.locator("#verdict").is_visible()
+    page.unroute("**/predict*")
+    page.route("**/predict*", hold)
+    page.fill("#url", "http://127.0.0.1:9/second.jpg")
+    page.click("#url-button")
+    expect(page.locator("#verdict")).to_be_hidden()  # pending: no verdict beside the new link
+    expect(page.locator("#photo-caption")).to_have_text("http://127.0.0.1:9/second.jpg")
+    pending[0].abort()  # the network fails
+    expect(page.locator("#error")).to_contain_text("Could not reach the server")
+    assert page.locator("#result").is_hidden()
+
+
+def test_keyboard_focus_stays_on_the_button_after_a_submit(page, labels):
+    """Disabling the focused button while busy dropped focus to <body>."""
+    six = dict.fromkeys(labels, 1 / len(labels))
+    page.route("**/predict*", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(six)))
+    page.fill("#url", "http://127.0.0.1:9/pose.jpg")
+    page.focus("#url-button")
+    page.keyboard.press("Enter")
+    _wait_for_result(page)
+    expect(page.locator("#url-button")).to_be_focused()
 
 
 def test_a_link_to_a_missing_image_shows_a_readable_error(page, httpserver):
@@ -497,6 +540,8 @@ def test_page_logic_for_unsure_unknown_labels_and_broken_answers(page):
             # Out of scope, calibrated so that 60 % is "none of these"; labels are text, not HTML.
             (200, {"pose": None, "confidence": 0.2, "reason": "out_of_scope", "person": None,
                    "probabilities": {"<b>cobra</b>": 0.2, "chair": 0.1, "tree": 0.1}}),
+            # A stray object with a number in it (e.g. from a proxy) is not a pose.
+            (200, {"oops": 1}),
             (504, {"error": {"code": "upstream_timeout", "message": "image host timed out"}}),
             (502, "Internal Server Error"),
             (200, {"pose": "tree", "reason": None, "probabilities": "not an object"}),
@@ -539,6 +584,10 @@ def test_page_logic_for_unsure_unknown_labels_and_broken_answers(page):
     assert page.locator("#known-list b").count() == 0
     assert [b[2] for b in _bars(page)] == ["None of these 60%", "<b>cobra</b> 20%", "Chair 10%", "Tree 10%"]
     assert page.locator("#bars li.top").count() == 0
+
+    page.click("#url-button")
+    expect(page.locator("#error")).to_contain_text("could not be read")
+    assert page.locator("#result").is_hidden()
 
     page.click("#url-button")
     expect(page.locator("#error")).to_contain_text("too slow")
