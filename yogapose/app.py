@@ -225,7 +225,8 @@ class App:
         pick = answer.most_in_scope(raws, self.metadata)
         result = answer.build(raws[pick], self.metadata, frames[pick].person_dict(), pre.detector is not None)
         stats.images += 1
-        stats.predicted[result.top] += 1
+        if result.pose is not None:  # a pose for an empty room or a cat is not a prediction
+            stats.predicted[result.pose] += 1
         stats.verdicts[result.verdict] += 1
         return result
 

@@ -6,7 +6,8 @@
 * Metrics: CloudWatch Embedded Metric Format on stdout, namespace ``YogaPose`` unless
   ``POWERTOOLS_METRICS_NAMESPACE`` says otherwise. Per request: FetchMs, DecodeMs, DetectMs,
   InferMs, TotalMs, BytesFetched, Images, FlippedCrops; ``PredictedClass`` (dimension
-  ``pose``), ``Verdicts`` (dimension ``verdict``) and ``Errors`` (dimension ``code``) as
+  ``pose``; photos accepted as one of the six only), ``Verdicts`` (dimension ``verdict``)
+  and ``Errors`` (dimension ``code``) as
   separate one-metric blobs, because EMF dimensions apply to a whole blob; ``ColdStart``
   once per execution environment (Powertools'
   ``add_cold_start_metric``, which needs a real context).

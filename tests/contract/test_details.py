@@ -256,6 +256,11 @@ def test_verdicts_are_counted_in_the_log_line(model_with, handler_, log_stream):
     handler_({"images": [b64(image_bytes())] * 2, "details": True}, None)
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if '"request done"' in line]
     assert lines and lines[-1]["verdicts"] == {"out_of_scope": 2}
+    assert lines[-1]["predicted"] == {}  # a rejected photo's top label is not a prediction
+    model_with(0.0)
+    handler_({"images": [b64(image_bytes())], "details": True}, None)
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if '"request done"' in line]
+    assert lines[-1]["verdicts"] == {"accepted": 1} and sum(lines[-1]["predicted"].values()) == 1
 
 
 # ------------------------------------------------------------------ local Function URL server
