@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -316,11 +317,19 @@ def read_body(req: HttpRequest, max_bytes: int) -> Body:
             'request body is empty; send JSON such as {"url": "https://..."} or the image bytes'
         )
     if not is_json and not _looks_like_json(data):
+        if _looks_like_form_fields(data):  # curl -d url=https://... or an HTML form
+            raise BadRequest('form fields are not accepted; send JSON such as {"url": "https://..."} '
+                             "with Content-Type: application/json, or the image bytes")
         # curl --data-binary @photo.jpg without -H: raw bytes after all.
         if len(data) > max_bytes:
             raise PayloadTooLarge(f"image body is {len(data)} bytes, over the limit of {max_bytes}")
         return Body(image=data)
     return Body(json=parse_json(data))
+
+
+def _looks_like_form_fields(data: bytes) -> bool:
+    """``url=...`` or ``image=...`` (form-encoded, no image format starts so)."""
+    return re.match(rb"(url|urls|image|images|details)=", data[:16]) is not None
 
 
 def _looks_like_json(data: bytes) -> bool:

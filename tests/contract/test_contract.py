@@ -229,6 +229,19 @@ def test_function_url_raw_bytes_without_content_type_are_sniffed(handler, event,
     assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
 
 
+@pytest.mark.parametrize("body", [b"url=https%3A%2F%2Fexample.com%2Fa.jpg", b"image=iVBORw0KGgo"])
+def test_form_fields_get_a_hint_to_send_json(handler, event, body):
+    """curl -d url=https://... (or an HTML form) was sniffed as image bytes: a 415 'not a
+    supported image' that did not say what to send instead."""
+    ev = event("function_url_post_json")
+    ev["headers"]["content-type"] = "application/x-www-form-urlencoded"
+    ev["body"] = b64(body)
+    ev["isBase64Encoded"] = True
+    resp = handler(ev, None)
+    assert resp["statusCode"] == 400
+    assert "send JSON" in json.loads(resp["body"])["error"]["message"]
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
 def test_a_json_body_with_a_byte_order_mark_is_json(handler, event, images, meta, content_type):
     """A request file saved by Windows Notepad starts with a UTF-8 BOM: as text/plain it was
