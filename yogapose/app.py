@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__, answer, b64, edge
 from .config import Settings, load_settings
-from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError, echo
+from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError, TargetNotAllowed, echo
 from .metadata import load_metadata
 from .observability import RequestStats, logger, redact
 from .preprocess import Framed, Preprocessor
@@ -189,6 +189,11 @@ class App:
         from .fetch import FetchLimits, fetch
 
         stats.sources.append(redact(url))
+        if stats.kind in edge.HTTP_KINDS and not self.settings.s3_urls_over_http and url.strip()[:5].lower() == "s3://":
+            # A public demo's URL answers anyone: an s3:// URI would read the function's
+            # buckets (or tell which keys exist) for them.
+            raise TargetNotAllowed("s3:// URIs are not accepted over this public URL; send an https:// "
+                                   "link or the image, or invoke the function with IAM credentials")
         with stats.timer("fetch"):
             fetched = fetch(url, FetchLimits.from_settings(self.settings, stats.deadline))
         stats.bytes_fetched += fetched.bytes_read

@@ -147,6 +147,11 @@ VARIABLES: tuple[EnvVar, ...] = (
            shown_default=f"memory MB // {MB_PER_VCPU}, at least 1", default_from=threads_for_memory),
     EnvVar("ALLOW_PRIVATE_URLS", "allow_private", False, parse_bool,
            "true lets URLs reach private/loopback addresses: local testing only"),
+    # False for a public demo (the template sets it): its URL answers anyone, and an s3://
+    # URI would read the function's buckets for them. Direct invokes need IAM and keep them.
+    EnvVar("S3_URLS_OVER_HTTP", "s3_urls_over_http", True, parse_bool,
+           "`false` refuses `s3://` URIs in requests through the Function URL (403); "
+           "the template sets it for a public demo"),
     # Below this top probability the web page says the model is unsure.
     EnvVar("UNSURE_THRESHOLD", "unsure_threshold", 0.5, parse_float,
            "below this top probability the web page says the model is unsure", minimum=0.0, maximum=1.0),
@@ -217,6 +222,7 @@ class Settings:
     batch_limit: int = _default("BATCH_LIMIT")
     num_threads: int = _default("NUM_THREADS")
     allow_private: bool = _default("ALLOW_PRIVATE_URLS")
+    s3_urls_over_http: bool = _default("S3_URLS_OVER_HTTP")
     unsure_threshold: float = _default("UNSURE_THRESHOLD")
     results_prefix: str = _default("RESULTS_PREFIX")
     upload_prefix: str = _default("UPLOAD_PREFIX")

@@ -121,6 +121,11 @@ class Body:
 # ------------------------------------------------------------------------------ detection
 
 
+#: Event kinds that arrive over HTTP (a Function URL or API Gateway), as opposed to a
+#: direct invoke or a bulk event, which need the caller's IAM permission to invoke.
+HTTP_KINDS = frozenset({"function_url", "apigw_v2", "apigw_v1"})
+
+
 def event_kind(event: Any) -> str:
     """``"direct"``, ``"function_url"``, ``"apigw_v2"``, ``"apigw_v1"``, ``"map_batch"`` or ``"s3_event"``.
 

@@ -275,3 +275,21 @@ def test_batch_input_details_gives_detailed_records(s3_handler) -> None:
     assert {"confidence", "reason", "person"} <= set(out[0]) and out[0]["pose"] == detailed["pose"]
     assert out[0]["probabilities"] == detailed["probabilities"]
     assert out[1]["error"]["code"] == "unsupported_media_type"
+
+
+def test_a_public_demo_url_refuses_s3_uris_but_direct_invokes_keep_them(make_app, endpoint, event,
+                                                                        monkeypatch) -> None:
+    """With PublicDemo=true anyone may call the URL: an s3:// URI through it read the
+    function's buckets for them (and told which keys exist)."""
+    aws_env(monkeypatch, endpoint)
+    s3client.reset()
+    ev = event("function_url_post_json")
+    ev["body"] = json.dumps({"urls": [f"s3://{BUCKET}/photos/p0.jpg", f" S3://{BUCKET}/photos/missing.jpg"]})
+    public = make_app(s3_urls_over_http=False)
+    resp = public.handle(ev)
+    assert resp["statusCode"] == 200  # a batch: one error per item
+    assert [r["error"]["code"] for r in json.loads(resp["body"])] == ["target_not_allowed"] * 2
+    assert set(public.handle({"url": f"s3://{BUCKET}/photos/p0.jpg"})) == LABELS  # IAM-signed invoke
+    private = make_app()
+    assert set(json.loads(private.handle(ev)["body"])[0]) == LABELS
+    s3client.reset()

@@ -210,6 +210,13 @@ def test_public_demo_switches_to_auth_none_with_cors_and_public_grants(translate
     assert grants["lambda:InvokeFunctionUrl"]["FunctionUrlAuthType"] == "NONE"
     # The public InvokeFunction grant only holds for calls through the URL.
     assert grants["lambda:InvokeFunction"]["InvokedViaFunctionUrl"] is True
+    # Anyone may call it: s3:// URIs through it would read the function's buckets for them.
+    from yogapose.config import load_settings
+
+    env = _one(res, "AWS::Lambda::Function")["Environment"]["Variables"]
+    assert load_settings({k: str(v) for k, v in env.items()}).s3_urls_over_http is False
+    private = _one(_deployed(translated), "AWS::Lambda::Function")["Environment"]["Variables"]
+    assert load_settings({k: str(v) for k, v in private.items()}).s3_urls_over_http is True
 
 
 def test_readable_bucket_grants_get_object_on_that_bucket_only(translated):
