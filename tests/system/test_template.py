@@ -306,6 +306,17 @@ def test_classify_on_upload_prefixes_that_nest_stop_the_function_at_init(transla
     assert load_settings({k: str(v) for k, v in plain.items()}).upload_prefix == ""
 
 
+@pytest.mark.parametrize("value", [" results/", "res*/", "a/b/", "/x/", "x"])
+def test_upload_and_results_prefixes_are_one_plain_folder_name(value):
+    """The prefixes are used raw in IAM resources and the trigger filter: a space denied every
+    result write, '*' widened the grant; one level each, two different ones cannot nest."""
+    params = _load_template()["Parameters"]
+    for name in ("UploadPrefix", "ResultsPrefix"):
+        pattern = params[name]["AllowedPattern"]
+        assert re.fullmatch(pattern, params[name]["Default"])
+        assert not re.fullmatch(pattern, value), (name, value)
+
+
 def test_hadolint_passes_on_the_dockerfile():
     proc = _run(_tool("hadolint"), str(REPO / "Dockerfile"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
