@@ -137,7 +137,7 @@ def timed_out(source: str, stats: RequestStats) -> dict[str, Any]:
 
 #: Most items one map batch may hold: template.yaml's BulkBatchSize maximum (a test keeps
 #: them equal); the map's ItemBatcher never sends more.
-MAX_MAP_ITEMS = 100
+MAX_MAP_ITEMS = 50
 
 
 def handle(app: App, event: dict, kind: str, stats: RequestStats, deadline: Clock | None = None) -> Any:

@@ -322,17 +322,17 @@ def test_the_tolerated_failure_rule_fails_the_run_only_past_the_threshold(handle
 
         return invoke
 
-    params = {**BULK, "ReadableBucket": BUCKET, "BulkBatchSize": "100"}
-    # 2,509 items in 26 batches of 100: one failed batch is ~4 % (tolerated, default 5 %) ...
-    sfn = DistributedMapHarness(definition_from_template(params, results_bucket=RESULTS), s3, crash_on({3}))
+    params = {**BULK, "ReadableBucket": BUCKET, "BulkBatchSize": "50"}
+    # 2,509 items in 51 batches of 50: two failed batches are ~4 % (tolerated, default 5 %) ...
+    sfn = DistributedMapHarness(definition_from_template(params, results_bucket=RESULTS), s3, crash_on({3, 20}))
     out = sfn.run({"bucket": BUCKET, "prefix": "shoot/"})
-    assert sfn.map_run.failed_items == 100 and sfn.map_run.failed_batches == 1
+    assert sfn.map_run.failed_items == 100 and sfn.map_run.failed_batches == 2
     manifest, _ = _read_results(s3, out["ResultWriterDetails"]["Key"])
     (failed_file,) = manifest["ResultFiles"]["FAILED"]
     failed = json.loads(s3.get_object(Bucket=RESULTS, Key=failed_file["Key"])["Body"].read())
-    assert [e["Status"] for e in failed] == ["FAILED"] and failed[0]["Error"] == "RuntimeError"
-    # ... two are ~8 %: the run fails, after writing its results.
-    sfn = DistributedMapHarness(definition_from_template(params, results_bucket=RESULTS), s3, crash_on({3, 9}))
+    assert [e["Status"] for e in failed] == ["FAILED"] * 2 and failed[0]["Error"] == "RuntimeError"
+    # ... three are ~6 %: the run fails, after writing its results.
+    sfn = DistributedMapHarness(definition_from_template(params, results_bucket=RESULTS), s3, crash_on({3, 9, 20}))
     with pytest.raises(ExecutionFailed) as info:
         sfn.run({"bucket": BUCKET, "prefix": "shoot/"})
     assert info.value.error == "States.ExceedToleratedFailureThreshold"
@@ -345,7 +345,7 @@ def test_the_tolerated_failure_rule_fails_the_run_only_past_the_threshold(handle
 
 def test_prefix_and_details_are_optional_and_bucket_is_required(s3_env) -> None:
     seen: list[Any] = []
-    definition = definition_from_template({**BULK, "ReadableBucket": BUCKET, "BulkBatchSize": "100"},
+    definition = definition_from_template({**BULK, "ReadableBucket": BUCKET, "BulkBatchSize": "50"},
                                           results_bucket=RESULTS)
     sfn = DistributedMapHarness(definition, client(), lambda f, p: seen.append(p) or [])
     sfn.run({"bucket": BUCKET, "details": True})  # no prefix: the whole bucket
