@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
                    help="write the records to FILE instead of stdout")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="classify in N processes, one interpreter and model each (default 1)")
+                   help="classify in N processes, one interpreter and model each (default 1, at "
+                        "most 64, never more than the images); beyond the CPU count, more "
+                        "workers only help images fetched over the network")
     p.add_argument("--resume", action="store_true",
                    help="skip the sources already in --output FILE and append the rest")
     p.add_argument("--details", action="store_true",
@@ -70,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "predict":
         from localtools import bulk
 
+        try:
+            bulk.check_workers(args.workers)  # one input too: a bad flag is a bad flag
+        except bulk.UsageError as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
         many = (len(args.sources) > 1 or bulk.is_many(args.sources[0]) or args.format is not None
                 or args.output is not None or args.resume)
         if not many:
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, ValueError, OSError) as exc:
             print(f"error: cannot load the model: {exc}", file=sys.stderr)
             return 1
+        signal.signal(signal.SIGTERM, _terminated)
         try:
             return bulk.run(args.sources, settings, fmt=args.format, output=args.output,
                             workers=args.workers, resume=args.resume, details=args.details,
@@ -88,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         except (bulk.ModelError, bulk.OutputError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            print("interrupted: the records written so far are kept; --resume carries on", file=sys.stderr)
-            return 130
+        except bulk.Interrupted as exc:
+            print(exc, file=sys.stderr)
+            return exc.status
+        except KeyboardInterrupt as exc:  # before any record was written
+            print("interrupted before any record was written", file=sys.stderr)
+            return 143 if isinstance(exc, bulk.Terminated) else 130
         except BrokenPipeError:  # `... | head`: the reader left; no traceback, no more output
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             print("error: the output was closed before every record was written", file=sys.stderr)
@@ -110,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0  # not reached: run() replaces this process
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (kill, timeout, docker stop) stops a bulk run as Ctrl-C does: the worker
+    processes are ended with it rather than left running on their own."""
+    from localtools import bulk
+
+    raise bulk.Terminated()
 
 
 def _bulk_settings(model: Path | None) -> tuple[Any, tuple[str, ...]]:

@@ -98,7 +98,7 @@ def test_a_broken_file_gets_an_error_record_and_exit_status_1(folder, tiny_model
     by_name = {Path(r["source"]).name: r for r in jsonl(out.stdout)}
     assert set(by_name) == {"good.jpg", "broken.jpg", "zero.png", "missing.jpg"}
     assert "error" not in by_name["good.jpg"]
-    assert by_name["missing.jpg"]["error"]["code"] == "bad_request"
+    assert by_name["missing.jpg"]["error"]["code"] == "not_found"  # as a missing S3 object
     assert {by_name[n]["error"]["code"] for n in ("broken.jpg", "zero.png")} <= {
         "unsupported_media_type", "unprocessable_image", "bad_request"}
     assert "4 images in" in out.stderr and "1 classified, 3 failed" in out.stderr and "errors: " in out.stderr
