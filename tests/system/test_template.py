@@ -317,6 +317,19 @@ def test_upload_and_results_prefixes_are_one_plain_folder_name(value):
         assert not re.fullmatch(pattern, value), (name, value)
 
 
+def test_the_stacks_buckets_refuse_plain_http():
+    """The upload and bulk-results buckets had no bucket policy: plain-HTTP requests passed."""
+    resources = _load_template()["Resources"]
+    for bucket in ("BulkResultsBucket", "UploadBucket"):
+        (policy,) = [r for r in resources.values() if r["Type"] == "AWS::S3::BucketPolicy"
+                     and r["Properties"]["Bucket"] == {"Ref": bucket}]
+        assert policy["Condition"] == resources[bucket]["Condition"]
+        (stmt,) = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert stmt["Effect"] == "Deny" and stmt["Action"] == "s3:*" and stmt["Principal"] == "*"
+        assert stmt["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert {"Fn::GetAtt": [bucket, "Arn"]} in stmt["Resource"]
+
+
 def test_hadolint_passes_on_the_dockerfile():
     proc = _run(_tool("hadolint"), str(REPO / "Dockerfile"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
