@@ -68,44 +68,17 @@ def bulk_formats() -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from yogapose.config import check_environment
+
+    try:  # before any import reads them: one line naming the variable, not a traceback
+        check_environment()
+    except ValueError as exc:
+        print(f"python -m yogapose: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "predict":
-        from localtools import bulk
-
-        try:
-            bulk.check_workers(args.workers)  # one input too: a bad flag is a bad flag
-        except bulk.UsageError as exc:
-            parser.exit(2, f"{parser.prog}: error: {exc}\n")
-        many = (len(args.sources) > 1 or bulk.is_many(args.sources[0]) or args.format is not None
-                or args.output is not None or args.resume)
-        if not many:
-            return predict(args.sources, args.model, details=args.details)
-        try:
-            settings, labels = _bulk_settings(args.model)
-        except (RuntimeError, ValueError, OSError) as exc:
-            print(f"error: cannot load the model: {exc}", file=sys.stderr)
-            return 1
-        signal.signal(signal.SIGTERM, _terminated)
-        try:
-            return bulk.run(args.sources, settings, fmt=args.format, output=args.output,
-                            workers=args.workers, resume=args.resume, details=args.details,
-                            labels=labels)
-        except bulk.UsageError as exc:
-            parser.exit(2, f"{parser.prog}: error: {exc}\n")
-        except (bulk.ModelError, bulk.OutputError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except bulk.Interrupted as exc:
-            print(exc, file=sys.stderr)
-            return exc.status
-        except KeyboardInterrupt as exc:  # before any record was written
-            print("interrupted before any record was written", file=sys.stderr)
-            return 143 if isinstance(exc, bulk.Terminated) else 130
-        except BrokenPipeError:  # `... | head`: the reader left; no traceback, no more output
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            print("error: the output was closed before every record was written", file=sys.stderr)
-            return 1
+        return _predict_command(parser, args)
     if args.command == "serve":
         from localtools.localserver import (
             serve,  # the web helper's module: imported only when used
@@ -121,6 +94,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0  # not reached: run() replaces this process
+
+
+def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``predict``: one source as the direct-invoke JSON, many as records (localtools.bulk)."""
+    from localtools import bulk
+
+    try:
+        bulk.check_workers(args.workers)  # one input too: a bad flag is a bad flag
+    except bulk.UsageError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    many = (len(args.sources) > 1 or bulk.is_many(args.sources[0]) or args.format is not None
+            or args.output is not None or args.resume)
+    if not many:
+        return predict(args.sources, args.model, details=args.details)
+    try:
+        settings, labels = _bulk_settings(args.model)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"error: cannot load the model: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return bulk.run(args.sources, settings, fmt=args.format, output=args.output,
+                        workers=args.workers, resume=args.resume, details=args.details,
+                        labels=labels)
+    except bulk.UsageError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except (bulk.ModelError, bulk.OutputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except bulk.Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt as exc:  # before any record was written
+        print("interrupted before any record was written", file=sys.stderr)
+        return 143 if isinstance(exc, bulk.Terminated) else 130
+    except BrokenPipeError:  # `... | head`: the reader left; no traceback, no more output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("error: the output was closed before every record was written", file=sys.stderr)
+        return 1
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -140,6 +152,8 @@ def _bulk_settings(model: Path | None) -> tuple[Any, tuple[str, ...]]:
     settings = load_settings()
     if model is not None:
         settings = dataclasses.replace(settings, model_path=model)
+    if not settings.model_path.is_file():  # as Model.load says it, not as the .json's absence
+        raise RuntimeError(f"model file not found: {settings.model_path} (MODEL_PATH, or --model, names it)")
     return settings, tuple(load_metadata(settings.model_path).labels)
 
 

@@ -364,6 +364,17 @@ def handle_event(event: Any, stats: RequestStats) -> Any:
     return get_app().handle(event, stats)
 
 
-def predict_bytes(data: bytes) -> dict[str, float]:
+def predict_bytes(data: bytes | bytearray | memoryview) -> dict[str, float]:
     """Image bytes -> probabilities with the default app (benchmarks, notebooks)."""
-    return get_app().classify_bytes(data)
+    return get_app().classify_bytes(_image_bytes(data))
+
+
+def _image_bytes(data: object) -> bytes:
+    """A path or a PIL image from a notebook gets a TypeError saying what is wanted, not one
+    from deep inside the decoder."""
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    if not isinstance(data, bytes):
+        raise TypeError(f"predict_bytes takes the image file's bytes, e.g. open(path, 'rb').read(); "
+                        f"got {type(data).__name__}")
+    return data

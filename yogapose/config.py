@@ -184,6 +184,7 @@ PLATFORM_VARIABLES: dict[str, str] = {
     "AWS_ENDPOINT_URL": "boto3's endpoint override for every service",
     "AWS_REGION": "set inside Lambda: the S3 client's region",
     "AWS_DEFAULT_REGION": "boto3's region outside Lambda",
+    "LOG_LEVEL": "Powertools' legacy name of POWERTOOLS_LOG_LEVEL",
 }
 
 
@@ -199,6 +200,30 @@ def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
     """One variable of :data:`VARIABLES`, parsed (or its default), for a module that needs
     it at import, before :func:`load_settings` runs (the Powertools logger's service name)."""
     return BY_NAME[name].read(os.environ if environ is None else environ)
+
+
+def log_level(environ: Mapping[str, str] | None = None) -> str:
+    """The Powertools log level: ``POWERTOOLS_LOG_LEVEL``, else its legacy name ``LOG_LEVEL``,
+    checked and normalised here. Powertools reads them itself, and its error for a typo
+    ('LOUD', or ' INFO') does not name the variable."""
+    env = os.environ if environ is None else environ
+    if (env.get("POWERTOOLS_LOG_LEVEL") or "").strip():
+        return str(setting("POWERTOOLS_LOG_LEVEL", env))
+    legacy = platform("LOG_LEVEL", env)
+    if legacy is not None and legacy.strip():
+        try:
+            return parse_log_level(legacy)
+        except ValueError as exc:
+            raise ValueError(f"LOG_LEVEL {exc}, got {legacy!r}") from None
+    return str(BY_NAME["POWERTOOLS_LOG_LEVEL"].default)
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Every variable as the function's init reads them (the settings and the log level);
+    ValueError naming the first malformed one. For tools that import the package's modules
+    before they would load the settings."""
+    load_settings(environ)
+    log_level(environ)
 
 
 def _default(name: str) -> Any:

@@ -118,7 +118,7 @@ class Model:
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         if not path.is_file():
-            raise RuntimeError(f"model file not found: {path} (set MODEL_PATH)")
+            raise RuntimeError(f"model file not found: {path} (MODEL_PATH, or the CLI's --model, names it)")
         try:
             metadata = load_metadata(path)
         except FileNotFoundError:

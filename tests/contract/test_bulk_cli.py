@@ -294,6 +294,9 @@ def test_a_model_that_does_not_load_is_one_line_and_exit_1(folder, tiny_model_pa
     out = cli("predict", str(folder), "--workers", workers, "--model", str(bad))
     assert out.returncode == 1 and out.stdout == ""
     assert "error: cannot load the model" in out.stderr and "Traceback" not in out.stderr
+    missing = cli("predict", str(folder), "--workers", workers, "--model", str(tmp_path / "none.tflite"))
+    assert missing.returncode == 1  # it named the metadata, none.json, as the missing file
+    assert f"model file not found: {tmp_path / 'none.tflite'} (MODEL_PATH, or --model" in missing.stderr
 
 
 def test_the_val_folder_gives_703_csv_rows_with_paths_and_a_summary(shared_dir, tiny_model_path, tmp_path) -> None:

@@ -160,6 +160,30 @@ def test_unknown_field_names_are_quoted_short_whatever_their_size(handler):
         handler({1: "x", None: 2}, None)
 
 
+def test_the_handler_documents_itself_for_ipython(handler):
+    """help(lambda_function) did not list lambda_handler, and its signature and name were the
+    inner function's: (event, stats: RequestStats), 'handle_event'."""
+    import inspect
+    import pydoc
+
+    import lambda_function
+
+    assert list(inspect.signature(handler).parameters) == ["event", "context"]
+    assert handler.__name__ == "lambda_handler" and "direct invoke" in (handler.__doc__ or "")
+    text = pydoc.render_doc(lambda_function, renderer=pydoc.plaintext)
+    assert "lambda_handler(event: Any, context: Any = None)" in text
+
+
+def test_predict_bytes_says_it_wants_bytes(handler, images):
+    """From ipython, predict_bytes("photo.jpg") failed deep inside with 'tuple for startswith
+    must only contain str, not bytes'."""
+    from yogapose.app import predict_bytes
+
+    with pytest.raises(TypeError, match=r"image file's bytes, e.g. open\(path, 'rb'\).read\(\); got str"):
+        predict_bytes("photo.jpg")  # type: ignore[arg-type]
+    assert predict_bytes(memoryview(images["jpeg"])) == predict_bytes(images["jpeg"])
+
+
 def test_an_event_holding_objects_no_json_has_is_a_typed_error(handler):
     """From ipython: reading the event's kind compared a numpy array, whose truth value
     raises; that ValueError escaped untyped, with the package's frames."""

@@ -388,6 +388,15 @@ def silent_server():
     server.close()
 
 
+def test_a_direct_invoke_out_of_time_is_the_documented_upstream_timeout(handler, silent_server):
+    """A direct invoke's errorType is the exception's class name: the deadline's own subclass
+    came out as 'DeadlineExceeded', which the README's error table does not name."""
+    with pytest.raises(UpstreamTimeout) as info:
+        handler({"url": silent_server.url("slow.jpg")}, LambdaContext(timeout_s=2.0))
+    assert type(info.value) is UpstreamTimeout, type(info.value).__name__
+    assert "ran out of time" in info.value.message and info.value.code == "upstream_timeout"
+
+
 def test_a_batch_of_slow_urls_answers_before_lambdas_timeout(handler, silent_server):
     """Three hosts that never answer, 3 s left in the invocation: each fetch alone may take
     5 s (read timeout) and 10 s (fetch deadline), so without one deadline per request the

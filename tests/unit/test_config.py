@@ -16,6 +16,7 @@ from yogapose.config import (
     VARIABLES,
     Settings,
     load_settings,
+    log_level,
     platform,
     setting,
 )
@@ -124,3 +125,35 @@ def test_num_threads_follows_the_memory_size_not_the_visible_cores(memory: str |
     env = {} if memory is None else {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory}
     assert load_settings(env).num_threads == threads
     assert load_settings({**env, "NUM_THREADS": "4"}).num_threads == 4  # an explicit value wins
+
+
+@pytest.mark.parametrize(("env", "level"), [
+    ({}, "INFO"),
+    ({"POWERTOOLS_LOG_LEVEL": " warning"}, "WARNING"),  # Powertools itself failed on ' warning'
+    ({"LOG_LEVEL": "debug"}, "DEBUG"),                   # its legacy name
+    ({"POWERTOOLS_LOG_LEVEL": "ERROR", "LOG_LEVEL": "debug"}, "ERROR"),
+])
+def test_the_log_level_is_read_and_normalised_here(env: dict, level: str) -> None:
+    assert log_level(env) == level
+
+
+@pytest.mark.parametrize("name", ["POWERTOOLS_LOG_LEVEL", "LOG_LEVEL"])
+def test_a_malformed_log_level_names_its_variable_at_import_and_in_the_cli(name: str, tmp_path: Path) -> None:
+    """Powertools read the level at import and raised 'Unknown level' without the variable's
+    name; the CLI printed that traceback."""
+    import os
+    import subprocess
+    import sys
+
+    with pytest.raises(ValueError, match=f"^{name} must be one of"):
+        log_level({name: "LOUD"})
+    env = {**os.environ, name: "LOUD"}
+    env.pop("POWERTOOLS_LOG_LEVEL" if name == "LOG_LEVEL" else "LOG_LEVEL", None)
+    cli = subprocess.run([sys.executable, "-m", "yogapose", "predict", str(tmp_path / "x.jpg")], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2
+    assert cli.stderr.strip() == f"python -m yogapose: error: {name} must be one of DEBUG, INFO, WARNING, " \
+        "ERROR, CRITICAL, got 'LOUD'"
+    imported = subprocess.run([sys.executable, "-c", "import yogapose.observability"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert imported.returncode != 0 and f"ValueError: {name} must be one of" in imported.stderr
