@@ -153,11 +153,12 @@ def redact_url(url: object) -> str:
         return "<malformed url>"
     if not parts.scheme or not netloc:
         return "<malformed url>"
-    path = parts.path
-    first = path[1:].partition("/")[0]
-    if "@" in first and (":" in parts.netloc or ":" in first):  # https://user:1/2@host/...
-        path = "/<withheld: looks like user:password@>"
-    return f"{parts.scheme.lower()}://{netloc.lower()}{path}"
+    after_scheme = text.split("://", 1)[-1]
+    if "@" not in parts.netloc and ":" in after_scheme.partition("@")[0] and "@" in after_scheme:
+        # "user:pass@host" whose password holds a '/', '?' or '#' (https://alice:99/x@host):
+        # urlsplit ends the authority early, and any part of the rest may be the password.
+        return f"{parts.scheme.lower()}://<withheld: looks like user:password@host>"
+    return f"{parts.scheme.lower()}://{netloc.lower()}{parts.path}"
 
 
 def fetch(source: str, limits: FetchLimits | Settings) -> Fetched:
