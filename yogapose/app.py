@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__, answer, b64, edge
 from .config import Settings, load_settings
-from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError, TargetNotAllowed, echo
+from .errors import BadRequest, NotFound, PayloadTooLarge, PoseError, echo
 from .metadata import load_metadata
 from .observability import RequestStats, logger, redact
 from .preprocess import Framed, Preprocessor
@@ -69,6 +69,7 @@ class App:
             raise PoseError("internal error; see the function's logs") from exc
 
     def handle_http(self, event: dict, kind: str, stats: RequestStats) -> dict:
+        stats.kind = kind  # the fetch's s3:// rule depends on it
         headers = {"X-Model-Version": self.version}
         method = None
         try:
@@ -189,13 +190,9 @@ class App:
         from .fetch import FetchLimits, fetch
 
         stats.sources.append(redact(url))
-        if stats.kind in edge.HTTP_KINDS and not self.settings.s3_urls_over_http and url.strip()[:5].lower() == "s3://":
-            # A public demo's URL answers anyone: an s3:// URI would read the function's
-            # buckets (or tell which keys exist) for them.
-            raise TargetNotAllowed("s3:// URIs are not accepted over this public URL; send an https:// "
-                                   "link or the image, or invoke the function with IAM credentials")
+        limits = FetchLimits.from_settings(self.settings, stats.deadline, over_http=stats.kind in edge.HTTP_KINDS)
         with stats.timer("fetch"):
-            fetched = fetch(url, FetchLimits.from_settings(self.settings, stats.deadline))
+            fetched = fetch(url, limits)
         stats.bytes_fetched += fetched.bytes_read
         return self.result(self.classify(fetched.data, stats), details)
 

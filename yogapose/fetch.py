@@ -72,7 +72,8 @@ class FetchLimits:
     """What one fetch may cost (defaults: :class:`~yogapose.config.Settings`'s).
 
     ``deadline`` is the request's: the fetch ends at it or after ``fetch_deadline``,
-    whichever comes first.
+    whichever comes first. ``allow_s3`` False refuses ``s3://`` URIs (a public demo's URL:
+    anyone could have the function read its buckets).
     """
 
     connect_timeout: float = Settings.connect_timeout
@@ -83,9 +84,13 @@ class FetchLimits:
     allow_private: bool = Settings.allow_private
     user_agent: str = Settings.user_agent
     deadline: Deadline | None = None
+    allow_s3: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> FetchLimits:
+    def from_settings(cls, settings: Settings, deadline: Deadline | None = None,
+                      over_http: bool = False) -> FetchLimits:
+        """``over_http``: the request came through the Function URL (or API Gateway), where
+        ``S3_URLS_OVER_HTTP`` decides; direct invokes and bulk events need IAM and keep s3://."""
         return cls(
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
@@ -95,6 +100,7 @@ class FetchLimits:
             allow_private=settings.allow_private,
             user_agent=settings.user_agent,
             deadline=deadline,
+            allow_s3=settings.s3_urls_over_http or not over_http,
         )
 
 
@@ -186,6 +192,9 @@ def fetch(source: str, limits: FetchLimits | Settings) -> Fetched:
     if scheme not in ALLOWED_SCHEMES:
         shown = f"{scheme}:" if scheme else "a URL without scheme"
         raise TargetNotAllowed(f"only http://, https:// and s3:// URLs are allowed, got {shown}")
+    if scheme == "s3" and not limits.allow_s3:
+        raise TargetNotAllowed("s3:// URIs are not accepted over this public URL; send an https:// "
+                               "link or the image, or invoke the function with IAM credentials")
     if limits.deadline is not None:
         limits.deadline.check(f"fetching {redact_url(url)}")
     clock = _Clock.start(limits)

@@ -201,3 +201,13 @@ def test_s3_error_codes_map_to_documented_errors(code: str, status: int, expecte
     err = fetch_mod._s3_error(_client_error(code, status), "s3://b/k")
     assert type(err) is expected
     assert "s3://b/k" in err.message
+
+
+def test_s3_uris_are_refused_when_the_limits_say_so(s3_env: str) -> None:
+    """A public demo's URL: FetchLimits.from_settings(..., over_http=True) with
+    S3_URLS_OVER_HTTP false; the refusal lives in fetch, beside the scheme check."""
+    public = Settings(s3_urls_over_http=False)
+    with pytest.raises(TargetNotAllowed, match="not accepted over this public URL"):
+        fetch(f" S3://{BUCKET}/poses/tree.jpg", fetch_mod.FetchLimits.from_settings(public, over_http=True))
+    assert fetch(f"s3://{BUCKET}/poses/tree.jpg", fetch_mod.FetchLimits.from_settings(public)).data == IMAGE
+    assert fetch_mod.FetchLimits.from_settings(Settings(), over_http=True).allow_s3
