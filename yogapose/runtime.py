@@ -123,7 +123,7 @@ class Model:
             metadata = load_metadata(path)
         except FileNotFoundError:
             raise RuntimeError(f"model metadata not found next to the model: {path.with_suffix('.json')}") from None
-        if metadata.model_file != path.name:
+        if metadata.model_file not in (path.name, path.resolve().name):  # a symlink may rename it
             # Metadata is found by name (x.tflite -> x.json): one copied or renamed beside
             # another model says so here, before the digest would (after a cold start's work).
             raise RuntimeError(

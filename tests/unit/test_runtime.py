@@ -49,6 +49,11 @@ def test_metadata_beside_a_model_of_another_name_is_refused(tiny_model_path, tmp
         Model.load(model)
     edit_metadata(model, model_file="renamed.tflite")
     assert Model.load(model).metadata.model_file == "renamed.tflite"
+    # A symlink ("current" -> the converted name) is the file it points at.
+    current = tmp_path / "current.tflite"
+    current.symlink_to(model)
+    current.with_suffix(".json").symlink_to(model.with_suffix(".json"))
+    assert Model.load(current).metadata.model_file == "renamed.tflite"
 
 
 def test_sha256_mismatch_is_refused(tiny_model_path, tmp_path):
