@@ -306,6 +306,12 @@ def test_classify_on_upload_prefixes_that_nest_stop_the_function_at_init(transla
     assert load_settings({k: str(v) for k, v in plain.items()}).upload_prefix == ""
 
 
+def test_the_bulk_results_prefix_has_no_iam_wildcards():
+    pattern = _load_template()["Parameters"]["BulkResultsPrefix"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "bulk-results") and re.fullmatch(pattern, "runs/2026")
+    assert not any(re.fullmatch(pattern, v) for v in ("bulk*", "runs/?", "runs/", "/runs"))
+
+
 @pytest.mark.parametrize("value", [" results/", "res*/", "a/b/", "/x/", "x"])
 def test_upload_and_results_prefixes_are_one_plain_folder_name(value):
     """The prefixes are used raw in IAM resources and the trigger filter: a space denied every
