@@ -96,7 +96,7 @@ _TRANSPOSE = {
 _ORIENTATION = 0x0112
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 # Modes whose transparency is a colour key (PNG tRNS) or a palette index (GIF, PNG).
-_KEYED_MODES = frozenset({"P", "RGB", "L"})
+_KEYED_MODES = frozenset({"P", "RGB", "L", "1"})
 
 # Pillow's own bomb check warns at 89 MP and raises at 2x that; we enforce our own, lower,
 # configurable cap from the header *before* decoding, so disable the global one's warning.
@@ -277,11 +277,16 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int], peak: float = 25
     if mode in ("I", "F") or mode.startswith("I;16"):
         # 16-bit greyscale PNGs: scale to 8 bits instead of clipping at 255 (float32 on a
         # strip; float64 copies of a whole 40 MP image once took 1 GB).
-        arr = np.asarray(img).astype(np.float32)
+        raw = np.asarray(img)
+        arr = raw.astype(np.float32)
         arr *= np.float32(255.0 / peak)
         arr += np.float32(0.5)
         np.clip(arr, 0, 255, out=arr)
-        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+        rgb = Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+        key = img.info.get("transparency")
+        if isinstance(key, int):  # a 16-bit tRNS key: those pixels are transparent too
+            rgb.paste(background, mask=Image.fromarray((raw == key).astype(np.uint8) * 255, "L"))
+        return rgb
     if mode in _ALPHA_MODES or keyed:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, background)

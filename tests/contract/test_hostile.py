@@ -319,22 +319,28 @@ def test_exif_orientation_is_applied_for_every_png_colour_type(mode):
     assert arr[:15].mean() < 100 < arr[25:].mean(), mode
 
 
-@pytest.mark.parametrize(("mode", "key"), [("RGB", (0, 0, 0)), ("L", 0), ("P", 0)])
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (0, 0, 0)), ("L", 0), ("P", 0), ("1", 0), ("I;16", 0)])
 @pytest.mark.parametrize("size", [(64, 64), (4000, 3000)])  # whole, and reduced in strips
-def test_colour_keyed_transparency_is_composited_on_white_like_an_alpha_channel(mode, key, size):
+def test_colour_keyed_transparency_is_composited_on_the_background_like_an_alpha_channel(mode, key, size):
     """A PNG tRNS colour key in an RGB or greyscale image kept its key colour (black here);
     only alpha channels and palettes were put on white, which the model card promises for
     every transparent image."""
     img = Image.new("RGB", size, (0, 0, 0))
-    img.paste((200, 40, 40), (size[0] // 2, 0, size[0], size[1]))
-    img = img.convert(mode) if mode != "P" else img.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    img.paste((255, 255, 255), (size[0] // 2, 0, size[0], size[1]))  # no dithering in mode "1"
+    if mode == "I;16":  # 16-bit greyscale: black stays 0, the light half becomes 60000
+        img = Image.fromarray((np.asarray(img.convert("L"), dtype=np.uint16) * 235).astype(np.uint16))
+    elif mode == "P":
+        img = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    else:
+        img = img.convert(mode)
     if mode == "P":
         key = img.getpixel((0, 0))
     buf = io.BytesIO()
     img.save(buf, "PNG", transparency=key)
-    out = imaging.open_image(buf.getvalue(), 40_000_000, draft_size=(300, 300))
-    assert out.getpixel((0, 0)) == (255, 255, 255)
-    assert out.getpixel((out.width - 1, 0)) != (255, 255, 255)  # the opaque half stays
+    green = (0, 128, 0)  # a background no pixel of the picture has
+    out = imaging.open_image(buf.getvalue(), 40_000_000, draft_size=(300, 300), background=green)
+    assert out.getpixel((0, 0)) == green
+    assert out.getpixel((out.width - 1, 0)) != green  # the opaque half stays
 
 
 def test_exif_orientation_swaps_the_draft_size_of_a_sideways_jpeg():
