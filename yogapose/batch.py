@@ -136,7 +136,8 @@ def timed_out(source: str, stats: RequestStats) -> dict[str, Any]:
 
 
 #: Most items one map batch may hold: template.yaml's BulkBatchSize maximum (a test keeps
-#: them equal); the map's ItemBatcher never sends more.
+#: them equal); the map's ItemBatcher never sends more. It bounds a notification's Records
+#: too (S3 sends one per event): a direct invoke could send either by the million.
 MAX_MAP_ITEMS = 50
 
 
@@ -195,7 +196,10 @@ def s3_notification(app: App, event: dict, stats: RequestStats, deadline: Clock 
     prefix = app.settings.results_prefix  # RESULTS_PREFIX
     written: list[dict[str, Any]] = []
     failures: list[str] = []
-    for bucket, key, size in _uploaded_objects(event["Records"]):
+    records = event["Records"]
+    if not isinstance(records, list) or len(records) > MAX_MAP_ITEMS:
+        raise BadRequest(f"Records must be a list of at most {MAX_MAP_ITEMS} S3 notifications")
+    for bucket, key, size in _uploaded_objects(records):
         if key.startswith(prefix) or is_folder_marker(key, size):
             continue  # our own result files, or a folder: never classified
         source = f"s3://{bucket}/{key}"

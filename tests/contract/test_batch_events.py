@@ -247,6 +247,17 @@ def test_writing_a_result_is_bounded_by_the_time_left(s3_handler) -> None:
         batch._put_json(get_app(), BUCKET, "results/x.json", {}, left=0.0)
 
 
+def test_a_notification_with_more_records_than_any_s3_event_is_a_bad_request(s3_handler) -> None:
+    """S3 sends one record per event; a direct invoke could send tens of thousands, each an
+    S3 read and write until the deadline."""
+    from yogapose.errors import BadRequest
+
+    record = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+              "s3": {"bucket": {"name": BUCKET}, "object": {"key": "x.txt"}}}
+    with pytest.raises(BadRequest, match="at most 50"):
+        s3_handler({"Records": [record] * (batch.MAX_MAP_ITEMS + 1)}, None)
+
+
 def test_a_malformed_notification_is_a_bad_request(s3_handler) -> None:
     from yogapose.errors import BadRequest
 
