@@ -333,8 +333,10 @@ def read_body(req: HttpRequest, max_bytes: int) -> Body:
 
 
 def _looks_like_form_fields(data: bytes) -> bool:
-    """``url=...`` or ``image=...`` (form-encoded, no image format starts so)."""
-    return re.match(rb"(url|urls|image|images|details)=", data[:16]) is not None
+    """Form-encoded fields holding one of ours (``url=...``, ``a=1&URL=...``): the body
+    starts as ``name=`` (no image format does) and names a field of the API."""
+    return (re.match(rb"[A-Za-z_][\w.\-]*=", data[:64]) is not None
+            and re.search(rb"(?:^|&)(?:url|urls|image|images)=", data[:4096], re.IGNORECASE) is not None)
 
 
 def _looks_like_json(data: bytes) -> bool:

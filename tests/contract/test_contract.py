@@ -253,7 +253,8 @@ def test_function_url_raw_bytes_without_content_type_are_sniffed(handler, event,
     assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
 
 
-@pytest.mark.parametrize("body", [b"url=https%3A%2F%2Fexample.com%2Fa.jpg", b"image=iVBORw0KGgo"])
+@pytest.mark.parametrize("body", [b"url=https%3A%2F%2Fexample.com%2Fa.jpg", b"image=iVBORw0KGgo",
+                                  b"submit=Go&URL=https%3A%2F%2Fexample.com%2Fa.jpg"])
 def test_form_fields_get_a_hint_to_send_json(handler, event, body):
     """curl -d url=https://... (or an HTML form) was sniffed as image bytes: a 415 'not a
     supported image' that did not say what to send instead."""
