@@ -45,7 +45,7 @@ def parse_log_level(raw: str) -> str:
     """A level Python's logging (and so Powertools) knows, checked here so a typo stops the init
     with the variable's name instead of inside Powertools."""
     value = raw.strip().upper()
-    if value not in {"DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"}:
+    if value not in {"NOTSET", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL"}:
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     return value
 

@@ -132,6 +132,8 @@ def test_num_threads_follows_the_memory_size_not_the_visible_cores(memory: str |
     ({"POWERTOOLS_LOG_LEVEL": " warning"}, "WARNING"),  # Powertools itself failed on ' warning'
     ({"LOG_LEVEL": "debug"}, "DEBUG"),                   # its legacy name
     ({"POWERTOOLS_LOG_LEVEL": "ERROR", "LOG_LEVEL": "debug"}, "ERROR"),
+    ({"POWERTOOLS_LOG_LEVEL": "fatal"}, "FATAL"),   # every name Python's logging knows
+    ({"LOG_LEVEL": "NOTSET"}, "NOTSET"),
 ])
 def test_the_log_level_is_read_and_normalised_here(env: dict, level: str) -> None:
     assert log_level(env) == level
