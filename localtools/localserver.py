@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 from localtools.context import LambdaContext
 from yogapose.deadline import FUNCTION_TIMEOUT_S
 from yogapose.edge import ROUTE_TABLE
-from yogapose.errors import BadRequest, PayloadTooLarge, PoseError
+from yogapose.errors import BadRequest, PayloadTooLarge, PoseError, echo
 
 Handler = Callable[[dict, Any], Any]
 
@@ -390,7 +390,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         its limits, an HTTP version it does not speak) as the JSON error every other answer
         is, instead of its HTML page. The request never reached the function."""
         error = PayloadTooLarge if code in (413, 414, 431) else BadRequest
-        text = message or HTTPStatus(code).phrase  # http.server sends only standard codes
+        text = echo(message or HTTPStatus(code).phrase, 200)  # its message quotes the request line
         body = json.dumps({"error": {"code": error.code, "message": text}}).encode("utf-8")
         self.close_connection = True  # the request's framing is unknown
         # A request line that did not parse leaves http.server at HTTP/0.9, which sends no

@@ -209,6 +209,7 @@ def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_400(server, l
     ("request_head", "status", "code"),
     [
         (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+        (b"GARBAGE" * 9000 + b"\r\n\r\n", 400, "bad_request"),  # quoted back cut short
         (b"GET / HTTP/1.1x\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/2.0\r\n\r\n", 505, "bad_request"),
         (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, "payload_too_large"),
@@ -232,7 +233,7 @@ def test_requests_http_server_refuses_get_a_json_error_not_its_html_page(server,
     assert head.startswith(f"HTTP/1.1 {status} ".encode()), reply[:300]
     assert b"content-type: application/json" in head.lower()
     error = json.loads(body)["error"]
-    assert error["code"] == code and error["message"]
+    assert error["code"] == code and error["message"] and len(error["message"]) < 300
 
 
 @pytest.mark.parametrize(
