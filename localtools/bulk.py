@@ -383,7 +383,11 @@ def read_local(source: str, max_bytes: int) -> bytes:
             raise BadRequest(f"{source}: not a file")
         if size > max_bytes:
             raise PayloadTooLarge(f"{source}: {size} bytes, over the limit of {max_bytes}")
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # the file may have grown since it was measured
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(f"{source}: over the limit of {max_bytes} bytes")
+        return data
     except OSError as exc:
         raise _read_error(source, exc) from None
 
@@ -746,10 +750,25 @@ def check_workers(workers: int) -> None:
 
 def _refuse_output_among_sources(output: Path, sources: Sequence[str]) -> None:
     """``--output`` must not be an input: opening it would empty that photo. Paths are
-    compared resolved (symlinks, ``./``, ``..``)."""
+    compared resolved (symlinks, ``./``, ``..``), and an existing output by its inode too
+    (a hard link to a photo is that photo)."""
     target = os.path.realpath(output)
+    try:
+        st = os.stat(output)
+        inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        inode = None  # not there yet: nothing of it can be an input
     for source in sources:
-        if not is_url(source) and os.path.realpath(source) == target:
+        if is_url(source):
+            continue
+        same = os.path.realpath(source) == target
+        if not same and inode is not None:
+            try:
+                s = os.stat(source)
+                same = (s.st_dev, s.st_ino) == inode
+            except OSError:
+                same = False
+        if same:
             raise UsageError(f"--output {output} is one of the inputs ({source}); writing would destroy it")
 
 

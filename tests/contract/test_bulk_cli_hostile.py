@@ -219,7 +219,9 @@ def test_the_output_may_not_be_one_of_the_inputs(tiny_model_path, tmp_path) -> N
     a, _b = photos(tmp_path / "f9", "a.jpg", "b.jpg")
     before = Path(a).read_bytes()
     (tmp_path / "link.jpg").symlink_to(a)
-    for dest in (a, str(tmp_path / "f9" / ".." / "f9" / "a.jpg"), str(tmp_path / "link.jpg")):
+    os.link(a, tmp_path / "hard.jpg")  # the same inode: resolving paths does not see it
+    for dest in (a, str(tmp_path / "f9" / ".." / "f9" / "a.jpg"), str(tmp_path / "link.jpg"),
+                 str(tmp_path / "hard.jpg")):
         out = cli(str(tmp_path / "f9"), "-o", dest, "--model", str(tiny_model_path))
         one_line_usage_error(out, "is one of the inputs")
         assert Path(a).read_bytes() == before
@@ -409,3 +411,14 @@ def test_an_interrupted_json_array_is_kept_as_valid_json(tiny_model_path, tmp_pa
     assert [Path(r["source"]).name for r in json.loads(dest.read_text())] == ["a0.jpg", "a1.jpg", "a2.jpg"]
     assert "interrupted after 3 of 16 records" in err and "complete JSON array" in err
     assert "--resume carries on" not in err and "Traceback" not in err
+
+
+def test_a_file_larger_than_its_stat_said_is_still_capped() -> None:
+    """The size was checked on stat() and then the whole file read: a file that grew in
+    between (or a /proc file, which stats as 0 bytes) could be read past the limit."""
+    from localtools import bulk
+    from yogapose.errors import PayloadTooLarge
+
+    assert os.stat("/proc/self/maps").st_size == 0
+    with pytest.raises(PayloadTooLarge):
+        bulk.read_local("/proc/self/maps", 16)
