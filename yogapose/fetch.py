@@ -249,6 +249,11 @@ def _parse_http_url(url: str) -> _Target:
         raise TargetNotAllowed("credentials in URLs (user:password@host) are not allowed")
     if not parts.hostname:
         raise BadRequest("url has no host")
+    if parts.netloc.startswith("["):  # urlsplit passes IPvFuture ("[v1.fe]") on as a host name
+        try:
+            ipaddress.IPv6Address(parts.hostname)
+        except ValueError:
+            raise BadRequest("url's bracketed host is not an IPv6 address") from None
     if port == 0:
         raise BadRequest("url has port 0")
     host, literal = netguard.normalize_host(parts.hostname)

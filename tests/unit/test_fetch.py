@@ -211,7 +211,8 @@ def test_unresolvable_host_is_502() -> None:
     "bad",
     [None, 42, b"http://example.com/", "", "   ", "http://" + "a" * 2100 + ".com/", "http://exa\nmple.com/",
      "http://example.com/\r\nX-Injected: 1", "http://[::1/", "http://example.com:99999/", "http:///path-only",
-     "http://exa mple.com/", "http://1.2.3.4.5/", "http://256.1.1.1/", "http://08.1.1.1/"],
+     "http://exa mple.com/", "http://1.2.3.4.5/", "http://256.1.1.1/", "http://08.1.1.1/",
+     "http://[v1.fe]/x.jpg", "http://[example.com]/x.jpg"],  # bracketed, not IPv6: was resolved as a name
 )
 def test_malformed_urls_are_400(bad: object) -> None:
     with pytest.raises(BadRequest):
