@@ -322,7 +322,8 @@ def read_body(req: HttpRequest, max_bytes: int) -> Body:
             'request body is empty; send JSON such as {"url": "https://..."} or the image bytes'
         )
     if not is_json and not _looks_like_json(data):
-        if _looks_like_form_fields(data):  # curl -d url=https://... or an HTML form
+        # curl -d url=https://... or an HTML form; a GIF's header can read "GIF89a=..."
+        if formats.sniff(data) is None and _looks_like_form_fields(data):
             raise BadRequest('form fields are not accepted; send JSON such as {"url": "https://..."} '
                              "with Content-Type: application/json, or the image bytes")
         # curl --data-binary @photo.jpg without -H: raw bytes after all.
@@ -333,10 +334,11 @@ def read_body(req: HttpRequest, max_bytes: int) -> Body:
 
 
 def _looks_like_form_fields(data: bytes) -> bool:
-    """Form-encoded fields holding one of ours (``url=...``, ``a=1&URL=...``): the body
-    starts as ``name=`` (no image format does) and names a field of the API."""
-    return (re.match(rb"[A-Za-z_][\w.\-]*=", data[:64]) is not None
-            and re.search(rb"(?:^|&)(?:url|urls|image|images)=", data[:4096], re.IGNORECASE) is not None)
+    """Form-encoded fields holding one of ours (``url=...``, ``a=1&URL=...``, jQuery's
+    ``urls%5B%5D=...``): the body starts as ``name=`` and names a field of the API."""
+    return (re.match(rb"[A-Za-z_][\w.\-\[\]%]*=", data[:64]) is not None
+            and re.search(rb"(?:^|[&;])(?:url|urls|image|images)(?:\[\]|%5B%5D)?=", data[:4096],
+                          re.IGNORECASE) is not None)
 
 
 def _looks_like_json(data: bytes) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import io
 import json
 import re
 
@@ -254,7 +255,8 @@ def test_function_url_raw_bytes_without_content_type_are_sniffed(handler, event,
 
 
 @pytest.mark.parametrize("body", [b"url=https%3A%2F%2Fexample.com%2Fa.jpg", b"image=iVBORw0KGgo",
-                                  b"submit=Go&URL=https%3A%2F%2Fexample.com%2Fa.jpg"])
+                                  b"submit=Go&URL=https%3A%2F%2Fexample.com%2Fa.jpg",
+                                  b"urls%5B%5D=https%3A%2F%2Fexample.com%2Fa.jpg", b"a=1;url=x"])
 def test_form_fields_get_a_hint_to_send_json(handler, event, body):
     """curl -d url=https://... (or an HTML form) was sniffed as image bytes: a 415 'not a
     supported image' that did not say what to send instead."""
@@ -265,6 +267,20 @@ def test_form_fields_get_a_hint_to_send_json(handler, event, body):
     resp = handler(ev, None)
     assert resp["statusCode"] == 400
     assert "send JSON" in json.loads(resp["body"])["error"]["message"]
+
+
+def test_a_gif_whose_header_reads_like_a_form_field_is_still_an_image(handler, event, meta):
+    """curl --data-binary @x.gif without -H: a 317-pixel-wide GIF starts 'GIF89a=\x01', and a
+    comment holding '&url=' made it a 400 'form fields are not accepted'."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (317, 400), (120, 80, 40)).save(buf, "GIF", comment=b"&url=x")
+    assert buf.getvalue()[:7] == b"GIF89a="
+    ev = event("function_url_post_image")
+    ev["headers"]["content-type"] = "application/x-www-form-urlencoded"
+    ev["body"] = b64(buf.getvalue())
+    assert_probabilities(assert_http_ok(handler(ev, None), meta), meta.labels)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
