@@ -150,6 +150,8 @@ def redact_url(url: object) -> str:
         # The key is verbatim ('?' and '#' are part of it). A bucket name never holds '@':
         # what comes before one is someone's credentials.
         bucket, slash, key = text[5:].partition("/")
+        if ":" in bucket and "@" not in bucket:  # "KEY:secret/with/slashes@bucket/key"
+            return "s3://<withheld: looks like credentials>"
         return f"s3://{bucket.rpartition('@')[2]}{slash}{key}"
     try:
         parts = urlsplit(text)

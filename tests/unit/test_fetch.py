@@ -654,6 +654,8 @@ def test_fetched_image_preprocesses(httpserver: HTTPServer) -> None:
         ("https://alice:p@ss@example.com/a.jpg", "https://example.com/a.jpg"),
         ("https://cdn.example.com/maps/@51.5/a@2x.jpg", "https://cdn.example.com/maps/@51.5/a@2x.jpg"),
         ("S3://AKIAEXAMPLE:pw@bucket/k.jpg", "s3://bucket/k.jpg"),
+        ("s3://AKIAEXAMPLE:wJalr/S3cr3tPW@bucket/key.jpg", "s3://<withheld: looks like credentials>"),
+        ("s3://bucket/a:b@c.jpg", "s3://bucket/a:b@c.jpg"),  # a key may hold both
         ("not a url", "<malformed url>"),
         ("http://[::1/", "<malformed url>"),
         (None, "<NoneType>"),
