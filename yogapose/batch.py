@@ -36,7 +36,7 @@ from urllib.parse import unquote_plus
 
 from . import formats
 from .deadline import DeadlineExceeded
-from .errors import RETRYABLE_CODES, BadRequest, PoseError, UnsupportedImage, UpstreamError
+from .errors import RETRYABLE_CODES, BadRequest, PoseError, UnsupportedImage, UpstreamError, echo
 from .observability import RequestStats, logger
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def map_batch(app: App, event: dict, stats: RequestStats, deadline: Clock | None
     bucket = batch_input.get("bucket")
     if not isinstance(bucket, str) or not bucket.strip():
         raise BadRequest('BatchInput.bucket must name the bucket the items were listed from')
-    from .fetch import check_bucket
+    from .fetch import MAX_S3_KEY_BYTES, check_bucket
 
     check_bucket(bucket)  # "my-photos/2026" would quietly read keys under 2026/
     details = batch_input.get("details", False)
@@ -178,6 +178,11 @@ def map_batch(app: App, event: dict, stats: RequestStats, deadline: Clock | None
             out.append(record(f"s3://{bucket}/", error=exc))
             continue
         if is_folder_marker(key, item.get("Size")):
+            continue
+        if len(key.encode("utf-8", "surrogatepass")) > MAX_S3_KEY_BYTES:  # no S3 key is: not listed by a map
+            exc = BadRequest(f"Items[{i}].Key is longer than S3's {MAX_S3_KEY_BYTES} bytes")
+            stats.error(exc.code)
+            out.append(record(f"s3://{bucket}/{echo(key, 200)}", error=exc))
             continue
         source = f"s3://{bucket}/{key}"
         out.append(_one_object(app, source, key, stats, deadline, details))

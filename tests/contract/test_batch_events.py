@@ -115,6 +115,15 @@ def test_a_batch_over_the_maps_largest_is_a_bad_request(s3_handler) -> None:
         s3_handler({"Items": [0] * 2_500_000, "BatchInput": {"bucket": BUCKET}}, None)
 
 
+def test_a_key_longer_than_any_s3_key_gets_a_short_error_record(s3_handler) -> None:
+    """Each record repeated its Key whole: 50 keys of 125 KB (an event under 6 MB) came back
+    over Lambda's 6 MB answer limit."""
+    out = s3_handler({"Items": [item("k" * 125_580 + ".jpg")] * 50, "BatchInput": {"bucket": BUCKET}}, None)
+    assert len(json.dumps(out)) < 50 * 600
+    assert {r["error"]["code"] for r in out} == {"bad_request"}
+    assert "longer than S3's 1024 bytes" in out[0]["error"]["message"]
+
+
 def test_items_without_a_key_get_an_error_record(s3_handler) -> None:
     out = s3_handler({"Items": [{"Size": 3}, item("photos/p0.jpg")], "BatchInput": {"bucket": BUCKET}}, None)
     assert out[0]["error"]["code"] == "bad_request" and "error" not in out[1]
