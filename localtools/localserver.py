@@ -272,6 +272,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self.server_version
 
     def _handle(self) -> None:
+        if self.request_version == "HTTP/0.9":  # no headers either way: refuse it in HTTP/1.1
+            self.send_error(400, "HTTP/0.9 requests are not supported")
+            return
         started = time.monotonic()
         request_id = str(uuid.uuid4())
         try:
@@ -296,8 +299,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(response, request_id)
         if self.server.access_log:
             ms = (time.monotonic() - started) * 1000
+            # The path only (a query string may hold a token), control characters escaped
+            # (they would reach the terminal), cut short.
+            path = echo(urlsplit(self.path).path.encode("unicode_escape").decode("ascii"), 200)
             sys.stderr.write(
-                f"{self.client_address[0]} {self.command} {self.path} -> {response.status} "
+                f"{self.client_address[0]} {echo(self.command, 20)} {path} -> {response.status} "
                 f"({ms:.0f} ms)\n"
             )
 

@@ -13,6 +13,7 @@ import http.client
 import io
 import json
 import re
+import threading
 import uuid
 from urllib.parse import urlsplit
 
@@ -234,6 +235,44 @@ def test_requests_http_server_refuses_get_a_json_error_not_its_html_page(server,
     assert b"content-type: application/json" in head.lower()
     error = json.loads(body)["error"]
     assert error["code"] == code and error["message"] and len(error["message"]) < 300
+
+
+def _raw_exchange(server, request: bytes) -> bytes:
+    import socket
+
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_an_http_0_9_request_is_refused_with_a_status_line(server):
+    """'GET /' with no version is HTTP/0.9: http.server answered the page with no status
+    line and no headers."""
+    reply = _raw_exchange(server, b"GET /\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
+    assert b"HTTP/0.9" in reply.partition(b"\r\n\r\n")[2]
+
+
+def test_the_access_log_has_no_query_string_and_no_raw_control_characters(real_handler, capfd):
+    """`serve` logged GET /health?token=SECRET whole, and escape sequences in a path reached
+    the terminal as they were."""
+    srv = localserver.make_server("127.0.0.1", 0, real_handler, access_log=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert requests.get(srv.url + "/health?token=SECRET123", timeout=30).status_code == 200
+        _raw_exchange(srv, b"GET /x\x1b[2Jy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+    err = capfd.readouterr().err
+    assert "GET /health -> 200" in err and "SECRET123" not in err
+    assert "\x1b" not in err and "/x\\x1b[2Jy -> 404" in err
 
 
 @pytest.mark.parametrize(
