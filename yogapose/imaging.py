@@ -170,9 +170,12 @@ def open_image(
             if draft_size is not None and jpeg_draft and fmt is formats.JPEG:
                 # Must happen before load(); picks the largest DCT scale still >= draft_size.
                 img.draft("RGB", _stored_size(draft_size, orientation))
+            key_scale = _low_bit_grey_scale(img)
             try:
                 img.decodermaxblock = _DECODE_CHUNK
                 img.load()
+                if key_scale > 1 and isinstance(img.info.get("transparency"), int):
+                    img.info["transparency"] *= key_scale
                 orientation = _orientation(img)  # PNG may keep eXIf after the pixel data
                 rgb = _reduce_to_rgb(img, _stored_size(draft_size, orientation), background, src.expires)
             except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
@@ -187,6 +190,16 @@ def open_image(
         ) from None
     method = _TRANSPOSE.get(orientation)
     return rgb.transpose(method) if method is not None else rgb
+
+
+def _low_bit_grey_scale(img: Image.Image) -> int:
+    """1, or what Pillow multiplies 2- and 4-bit grey PNG pixels by (85, 17) when it widens
+    them to 8 bits: their tRNS colour key stays in the file's scale and must follow."""
+    tiles = getattr(img, "tile", None)  # an ImageFile's, before load()
+    tile = tiles[0] if img.mode == "L" and tiles else None
+    args = getattr(tile, "args", None) if tile is not None else None
+    raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
+    return {"L;2": 85, "L;4": 17}.get(raw, 1) if isinstance(raw, str) else 1
 
 
 def _check_size(img: Image.Image, fmt: formats.ImageFormat, max_pixels: int) -> None:

@@ -343,6 +343,19 @@ def test_colour_keyed_transparency_is_composited_on_the_background_like_an_alpha
     assert out.getpixel((out.width - 1, 0)) != green  # the opaque half stays
 
 
+@pytest.mark.parametrize(("bits", "key"), [(2, 1), (4, 3)])
+def test_the_colour_key_of_a_2_or_4_bit_grey_png_follows_its_pixels_to_8_bits(bits, key):
+    """Pillow widens 2- and 4-bit grey pixels to 8 bits (x85, x17) but leaves the tRNS key in
+    the file's scale, so those transparent pixels came out grey (85, 85, 85)."""
+    img = Image.new("L", (64, 64), 255)
+    img.paste(key * (255 // (2**bits - 1)), (0, 0, 32, 64))  # the left half is the key colour
+    buf = io.BytesIO()
+    img.save(buf, "PNG", bits=bits, transparency=key)
+    green = (0, 128, 0)
+    out = imaging.open_image(buf.getvalue(), 40_000_000, background=green)
+    assert out.getpixel((0, 0)) == green and out.getpixel((63, 0)) == (255, 255, 255)
+
+
 def test_exif_orientation_swaps_the_draft_size_of_a_sideways_jpeg():
     exif = Image.Exif()
     exif[0x0112] = 6
