@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import stat
 import sys
 import threading
@@ -313,6 +314,9 @@ def init_worker(settings: Any, details: bool) -> None:
 def init_pool_worker(settings: Any, details: bool) -> None:
     """The pool's initializer: a model that fails to load is reported by the first task as
     a :class:`ModelError` (one line in the parent), not as a worker's traceback."""
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself, so they
+    # ignore it (a worker loading the model printed a traceback for it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True).start()
     try:
         init_worker(settings, details)
@@ -324,11 +328,16 @@ def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     """End the workers now: leaving the pool waits for their current images (a slow URL can
     hold one for a minute). Python 3.14 has terminate_workers(); before it, the pool's own
     process table."""
-    pool.shutdown(wait=False, cancel_futures=True)
+    # Taken first: shutdown() sets the table to None (a second Ctrl-C then hung, the workers
+    # idle and the interpreter waiting for them at exit).
     processes: dict[int, Any] = dict(getattr(pool, "_processes", None) or {})
+    pool.shutdown(wait=False, cancel_futures=True)
     for process in processes.values():
         with contextlib.suppress(OSError, ValueError):
             process.terminate()
+    for process in processes.values():
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join(5)
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -422,3 +422,26 @@ def test_a_file_larger_than_its_stat_said_is_still_capped() -> None:
     assert os.stat("/proc/self/maps").st_size == 0
     with pytest.raises(PayloadTooLarge):
         bulk.read_local("/proc/self/maps", 16)
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_stopping_the_workers_ends_them_at_once() -> None:
+    """The process table was read after shutdown() had set it to None, so no worker was ever
+    terminated: an interrupted run waited for every image in flight, and a second Ctrl-C hung."""
+    import concurrent.futures
+
+    from localtools import bulk
+
+    pool = concurrent.futures.ProcessPoolExecutor(2)
+    for _ in range(2):
+        pool.submit(_sleep, 60)
+    time.sleep(1.0)  # both workers busy
+    processes = list(pool._processes.values())  # type: ignore[union-attr]
+    started = time.monotonic()
+    bulk._stop_workers(pool)
+    assert all(not p.is_alive() for p in processes)
+    assert time.monotonic() - started < 10
