@@ -523,6 +523,9 @@ class Writer:
         self.stream, self.fmt = stream, fmt
         self.columns = csv_columns(labels, details)
         self.csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+        # With "\n" as the terminator csv leaves a lone "\r" unquoted, which breaks the row for
+        # every reader: a row holding one is written with every cell quoted.
+        self.csv_quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL) if fmt == "csv" else None
         self.count = 0
         self.closed = False
         self.held: list[str] | None = [] if fmt == "json" and stream.isatty() else None
@@ -534,8 +537,10 @@ class Writer:
 
     def write(self, rec: dict[str, Any]) -> None:
         rec = printable_record(rec)
-        if self.csv is not None:
-            self.csv.writerow(csv_row(rec, self.columns))
+        if self.csv is not None and self.csv_quoted is not None:
+            row = csv_row(rec, self.columns)
+            has_cr = any(isinstance(cell, str) and "\r" in cell for cell in row)
+            (self.csv_quoted if has_cr else self.csv).writerow(row)
         elif self.fmt == "json":
             item = json.dumps(rec, indent=2, ensure_ascii=False).replace("\n", "\n  ")
             self._put(("," if self.count else "") + "\n  " + item)  # one write: never half an item

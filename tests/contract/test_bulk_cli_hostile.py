@@ -445,3 +445,17 @@ def test_stopping_the_workers_ends_them_at_once() -> None:
     bulk._stop_workers(pool)
     assert all(not p.is_alive() for p in processes)
     assert time.monotonic() - started < 10
+
+
+def test_a_file_name_with_a_carriage_return_keeps_the_csv_readable(tiny_model_path, tmp_path) -> None:
+    """csv.writer with a "\\n" terminator left a lone "\\r" unquoted: the row broke, and
+    --resume stopped with a _csv.Error traceback."""
+    (src,) = photos(tmp_path / "u", "cr\rname.jpg")
+    dest = tmp_path / "u.csv"
+    first = cli(str(tmp_path / "u"), "-o", str(dest), "--model", str(tiny_model_path))
+    assert first.returncode == 0, first.stderr
+    rows = list(csv.reader(io.StringIO(dest.read_bytes().decode())))
+    assert rows[1][0] == src and len(rows[1]) == len(rows[0])
+    again = cli(str(tmp_path / "u"), "-o", str(dest), "--resume", "--model", str(tiny_model_path))
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert len(list(csv.reader(io.StringIO(dest.read_bytes().decode())))) == 2  # nothing classified twice
