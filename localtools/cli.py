@@ -114,6 +114,7 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)  # the terminal closed (ssh dropped): the same stop
     try:
         return bulk.run(args.sources, settings, fmt=args.format, output=args.output,
                         workers=args.workers, resume=args.resume, details=args.details,
@@ -133,11 +134,15 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         print("error: the output was closed before every record was written", file=sys.stderr)
         return 1
+    except OSError as exc:  # stdout itself failed (> /dev/full); --output's errors are OutputError
+        print(f"error: cannot write the records to stdout: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def _terminated(signum: int, frame: Any) -> None:
-    """SIGTERM (kill, timeout, docker stop) stops a bulk run as Ctrl-C does: the worker
-    processes are ended with it rather than left running on their own."""
+    """SIGTERM (kill, timeout, docker stop) or SIGHUP (the terminal closed) stops a bulk run
+    as Ctrl-C does: the worker processes are ended with it rather than left running on their
+    own, and a JSON array is closed."""
     from localtools import bulk
 
     raise bulk.Terminated()

@@ -373,11 +373,13 @@ def held_workers(tiny_model_path, tmp_path) -> Iterator[tuple[subprocess.Popen, 
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="lists processes through /proc")
-def test_sigterm_ends_the_workers_with_the_run(held_workers) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_ends_the_workers_with_the_run(held_workers, signum) -> None:
     """Only Ctrl-C was handled: SIGTERM (kill, timeout, docker stop) left the workers
-    running, each with a model, and holding the caller's stderr pipe open."""
+    running, each with a model, and holding the caller's stderr pipe open; SIGHUP (the
+    terminal closed) killed the run and left a JSON array unfinished."""
     proc, kids, dest = held_workers
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
     assert "interrupted after 3 of 16 records" in err and "--resume carries on" in err and "Traceback" not in err
@@ -459,3 +461,16 @@ def test_a_file_name_with_a_carriage_return_keeps_the_csv_readable(tiny_model_pa
     again = cli(str(tmp_path / "u"), "-o", str(dest), "--resume", "--model", str(tiny_model_path))
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
     assert len(list(csv.reader(io.StringIO(dest.read_bytes().decode())))) == 2  # nothing classified twice
+
+
+def test_a_stdout_that_fails_is_one_line(tiny_model_path, tmp_path) -> None:
+    """> /dev/full: an OSError traceback (only a closed pipe was handled)."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    sources = photos(tmp_path / "in", "a.jpg", "b.jpg")
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "yogapose", "predict", *sources, "--format", "jsonl",
+                              "--model", str(tiny_model_path)], cwd=REPO, stdout=full, stderr=subprocess.PIPE,
+                             text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "cannot write the records to stdout" in out.stderr
