@@ -156,12 +156,17 @@ def _expand_one(argument: str) -> Iterator[str]:
     if _kind(argument) == "dir":
         yield from walk(Path(argument))
     elif _is_pattern(argument):
+        found = False
         for match in sorted(glob_matches(argument)):
             kind = _kind(match)
             if kind == "dir":
+                found = True
                 yield from walk(Path(match))
             elif kind == "error" or (kind == "file" and is_image_name(match)):
+                found = True
                 yield match
+        if not found:  # among other inputs it would vanish without a word (a typo, a wrong folder)
+            print(f"warning: {printable(argument)} matches no image", file=sys.stderr)
     else:
         yield argument  # a file, or what stat cannot reach: either way it gets its record
 
@@ -589,7 +594,7 @@ def done_sources(path: Path, fmt: str, columns: Sequence[str] = ()) -> dict[str,
     if fmt == "csv":
         done = _done_in_csv(text, path, columns)
     else:
-        done = _done_in_jsonl(text, path)
+        done = _done_in_jsonl(text, path, details=bool(columns) and DETAIL_FIELDS[0] in columns)
     if end < len(data):
         _check_torn_tail(data[end:], not text, path, fmt)
         with path.open("r+b") as fh:
@@ -631,7 +636,10 @@ def _done_in_csv(text: str, path: Path, columns: Sequence[str]) -> dict[str, boo
     return done
 
 
-def _done_in_jsonl(text: str, path: Path) -> dict[str, bool]:
+def _done_in_jsonl(text: str, path: Path, details: bool | None = None) -> dict[str, bool]:
+    """Sources in a JSON Lines file; with ``details`` given, a classified record of the other
+    kind (``--details`` toggled: calibrated and raw probabilities mixed) refuses the file,
+    as the CSV header check does."""
     done: dict[str, bool] = {}
     # "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which
     # json.dumps(ensure_ascii=False) leaves as they are inside a file name.
@@ -645,6 +653,9 @@ def _done_in_jsonl(text: str, path: Path) -> dict[str, bool]:
         if not (isinstance(rec, dict) and isinstance(rec.get("source"), str)):
             raise UsageError(f"{path} is not JSON Lines written by this command (line {number} is "
                              "not a record); --resume only appends to its own output")
+        if details is not None and "error" not in rec and (DETAIL_FIELDS[0] in rec) != details:
+            raise UsageError(f"{path} holds records {'without' if details else 'with'} --details "
+                             f"(line {number}); a resumed run must write the same kind")
         done[rec["source"]] = "error" in rec
     return done
 

@@ -248,6 +248,20 @@ def test_resume_refuses_a_csv_with_other_columns(tiny_model_path, tmp_path, firs
     assert dest.read_bytes() == before
 
 
+@pytest.mark.parametrize(("first", "then"), [([], ["--details"]), (["--details"], [])])
+def test_resume_refuses_json_lines_of_the_other_kind(tiny_model_path, tmp_path, first, then) -> None:
+    """--details toggled on a JSON Lines file: raw and calibrated records were mixed, exit 0
+    (the CSV header check refused the same thing)."""
+    dest = tmp_path / "r.jsonl"
+    sources = first_run(tiny_model_path, tmp_path, dest, *first)
+    before = dest.read_bytes()
+    out = cli(*sources, str(tmp_path / "in"), "-o", str(dest), "--resume", "--model", str(tiny_model_path), *then)
+    one_line_usage_error(out, "a resumed run must write the same kind")
+    assert dest.read_bytes() == before
+    same = cli(*sources, "-o", str(dest), "--resume", "--model", str(tiny_model_path), *first)
+    assert same.returncode == 0, same.stderr
+
+
 @pytest.mark.parametrize("kind", ["csv", "json array", "random bytes", "a photo"])
 def test_resume_refuses_a_file_that_is_not_json_lines(tiny_model_path, tmp_path, kind) -> None:
     """JSON lines were appended after CSV rows, an indented array or random bytes."""
@@ -474,3 +488,12 @@ def test_a_stdout_that_fails_is_one_line(tiny_model_path, tmp_path) -> None:
                              text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "cannot write the records to stdout" in out.stderr
+
+
+def test_a_glob_that_matches_nothing_among_other_inputs_is_said(tiny_model_path, tmp_path) -> None:
+    """'nomatch/*.jpg' beside a real photo vanished: exit 0, no record, no word."""
+    (photo,) = photos(tmp_path / "w", "p1.jpg")
+    out = cli(str(tmp_path / "nomatch" / "*.jpg"), photo, "--format", "jsonl", "--model", str(tiny_model_path))
+    assert out.returncode == 0, out.stderr
+    assert f"warning: {tmp_path / 'nomatch' / '*.jpg'} matches no image" in out.stderr
+    assert [r["source"] for r in jsonl(out.stdout)] == [photo]
