@@ -157,7 +157,12 @@ def _expand_one(argument: str) -> Iterator[str]:
         yield from walk(Path(argument))
     elif _is_pattern(argument):
         found = False
-        for match in sorted(glob_matches(argument)):
+        try:
+            matches = sorted(glob_matches(argument))
+        except RecursionError:  # one level of recursion per folder: ~500 folders deep
+            raise UsageError(f"{printable(argument)[:300]}: its folders nest too deeply to match; "
+                             "name a deeper folder") from None
+        for match in matches:
             kind = _kind(match)
             if kind == "dir":
                 found = True
@@ -203,7 +208,16 @@ def glob_matches(pattern: str) -> Iterator[str]:
     (permission, name too long) is matched itself, so that its record says why.
     """
     parts = [part for part in pattern.split("/") if part]
-    yield from _glob_in("/" if pattern.startswith("/") else "", parts)
+    root = "/" if pattern.startswith("/") else ""
+    dirs_only = pattern.endswith("/")  # as glob: "photos/*/" names folders only
+    if dirs_only and parts and parts[-1] == "**":  # "X/**/": X and every folder below it
+        parts = parts[:-1]
+        if not parts:
+            yield root or "."
+            return
+    for match in _glob_in(root, parts):
+        if not dirs_only or os.path.isdir(match):
+            yield match
 
 
 def _glob_in(folder: str, parts: list[str]) -> Iterator[str]:

@@ -497,3 +497,26 @@ def test_a_glob_that_matches_nothing_among_other_inputs_is_said(tiny_model_path,
     assert out.returncode == 0, out.stderr
     assert f"warning: {tmp_path / 'nomatch' / '*.jpg'} matches no image" in out.stderr
     assert [r["source"] for r in jsonl(out.stdout)] == [photo]
+
+
+def test_a_glob_ending_in_a_slash_names_folders_only(tmp_path) -> None:
+    """As glob.glob: 't/*/' matched the top folder's images too."""
+    from localtools import bulk
+
+    (top,) = photos(tmp_path / "t", "top.jpg")
+    (inner,) = photos(tmp_path / "t" / "sub", "inner.jpg")
+    assert bulk.expand([f"{tmp_path / 't'}/*/"]) == [inner]
+    assert sorted(bulk.expand([f"{tmp_path / 't'}/**/"])) == sorted([top, inner])  # t/ is a folder too
+
+
+def test_a_glob_over_folders_nested_too_deeply_is_one_line(tmp_path) -> None:
+    """'**' over ~600 nested folders: a RecursionError traceback."""
+    from localtools import bulk
+
+    deep = tmp_path / "d"
+    path = str(deep)
+    for _ in range(600):
+        path = os.path.join(path, "x")
+    os.makedirs(path)
+    with pytest.raises(bulk.UsageError, match="nest too deeply"):
+        bulk.expand([f"{deep}/**/*.jpg"])
