@@ -238,25 +238,16 @@ def first_run(tiny_model_path: Path, tmp_path: Path, dest: Path, *extra: str) ->
 
 
 @pytest.mark.parametrize(("first", "then"), [([], ["--details"]), (["--details"], [])])
-def test_resume_refuses_a_csv_with_other_columns(tiny_model_path, tmp_path, first, then) -> None:
-    """--details toggled: 14-wide rows went under an 11-wide header (or the reverse)."""
-    dest = tmp_path / "r.csv"
+@pytest.mark.parametrize(("name", "refusal"), [("r.csv", "has other columns than this run writes"),
+                                               ("r.jsonl", "a resumed run must write the same kind")])
+def test_resume_refuses_records_of_the_other_kind(tiny_model_path, tmp_path, first, then, name, refusal) -> None:
+    """--details toggled: 14-wide CSV rows went under an 11-wide header (or the reverse), and
+    JSON Lines mixed raw and calibrated records, exit 0."""
+    dest = tmp_path / name
     sources = first_run(tiny_model_path, tmp_path, dest, *first)
     before = dest.read_bytes()
     out = cli(*sources, str(tmp_path / "in"), "-o", str(dest), "--resume", "--model", str(tiny_model_path), *then)
-    one_line_usage_error(out, "has other columns than this run writes")
-    assert dest.read_bytes() == before
-
-
-@pytest.mark.parametrize(("first", "then"), [([], ["--details"]), (["--details"], [])])
-def test_resume_refuses_json_lines_of_the_other_kind(tiny_model_path, tmp_path, first, then) -> None:
-    """--details toggled on a JSON Lines file: raw and calibrated records were mixed, exit 0
-    (the CSV header check refused the same thing)."""
-    dest = tmp_path / "r.jsonl"
-    sources = first_run(tiny_model_path, tmp_path, dest, *first)
-    before = dest.read_bytes()
-    out = cli(*sources, str(tmp_path / "in"), "-o", str(dest), "--resume", "--model", str(tiny_model_path), *then)
-    one_line_usage_error(out, "a resumed run must write the same kind")
+    one_line_usage_error(out, refusal)
     assert dest.read_bytes() == before
     same = cli(*sources, "-o", str(dest), "--resume", "--model", str(tiny_model_path), *first)
     assert same.returncode == 0, same.stderr

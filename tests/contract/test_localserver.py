@@ -206,6 +206,19 @@ def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_400(server, l
     assert "invalid Content-Length header" in reply
 
 
+def _raw_exchange(server, request: bytes) -> bytes:
+    """Send raw bytes, read until the server closes (it does after these answers)."""
+    import socket
+
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
 @pytest.mark.parametrize(
     ("request_head", "status", "code"),
     [
@@ -222,31 +235,12 @@ def test_requests_http_server_refuses_get_a_json_error_not_its_html_page(server,
     """A malformed request line, an over-long line, too many headers or an HTTP version the
     server does not speak were answered with http.server's HTML page (or, for a request line
     that did not parse, with that page and no status line at all)."""
-    import socket
-
-    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
-    with socket.create_connection((host, port), timeout=30) as sock:
-        sock.sendall(request_head)
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
+    reply = _raw_exchange(server, request_head)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(f"HTTP/1.1 {status} ".encode()), reply[:300]
     assert b"content-type: application/json" in head.lower()
     error = json.loads(body)["error"]
     assert error["code"] == code and error["message"] and len(error["message"]) < 300
-
-
-def _raw_exchange(server, request: bytes) -> bytes:
-    import socket
-
-    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
-    with socket.create_connection((host, port), timeout=30) as sock:
-        sock.sendall(request)
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
-    return reply
 
 
 def test_an_http_0_9_request_is_refused_with_a_status_line(server):
