@@ -440,13 +440,15 @@ def test_stopping_the_workers_ends_them_at_once() -> None:
     """The process table was read after shutdown() had set it to None, so no worker was ever
     terminated: an interrupted run waited for every image in flight, and a second Ctrl-C hung."""
     import concurrent.futures
+    import multiprocessing
 
     from localtools import bulk
 
-    pool = concurrent.futures.ProcessPoolExecutor(2)
+    # spawn, as bulk's pools: forking this multi-threaded test process risks deadlocks
+    pool = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
     for _ in range(2):
         pool.submit(_sleep, 60)
-    time.sleep(1.0)  # both workers busy
+    time.sleep(3.0)  # both workers started (spawned) and busy
     processes = list(pool._processes.values())  # type: ignore[union-attr]
     started = time.monotonic()
     bulk._stop_workers(pool)
