@@ -152,14 +152,12 @@ def _bulk_settings(model: Path | None) -> tuple[Any, tuple[str, ...]]:
     """Settings for the workers and the model's labels (CSV columns), read from its metadata
     only: the workers load the model themselves."""
     from yogapose.config import load_settings
-    from yogapose.metadata import load_metadata
+    from yogapose.runtime import model_metadata
 
     settings = load_settings()
     if model is not None:
         settings = dataclasses.replace(settings, model_path=model)
-    if not settings.model_path.is_file():  # as Model.load says it, not as the .json's absence
-        raise RuntimeError(f"model file not found: {settings.model_path} (MODEL_PATH, or --model, names it)")
-    return settings, tuple(load_metadata(settings.model_path).labels)
+    return settings, tuple(model_metadata(settings.model_path).labels)  # checked as Model.load does
 
 
 def predict(sources: list[str], model: Path | None = None, details: bool = False) -> int:

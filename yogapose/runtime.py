@@ -81,6 +81,26 @@ def _check_digest(path: Path, digest: list[str], expected: str, cause: BaseExcep
     raise error from cause
 
 
+def model_metadata(model_path: Path | str) -> ModelMetadata:
+    """The metadata of the model at ``model_path``, checked to be about that file; RuntimeError
+    naming what is missing or mismatched (``Model.load`` and the CLI's workers' parent)."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise RuntimeError(f"model file not found: {path} (MODEL_PATH, or --model in the CLI, names it)")
+    try:
+        metadata = load_metadata(path)
+    except FileNotFoundError:
+        raise RuntimeError(f"model metadata not found next to the model: {path.with_suffix('.json')}") from None
+    if metadata.model_file not in (path.name, path.resolve().name):  # a symlink may rename it
+        # Metadata is found by name (x.tflite -> x.json): one copied or renamed beside
+        # another model says so here, before the digest would (after a cold start's work).
+        raise RuntimeError(
+            f"{path.with_suffix('.json').name} describes {metadata.model_file!r}, not {path.name!r}: "
+            "keep a model and its metadata together, under the names they were converted with"
+        )
+    return metadata
+
+
 class Model:
     """A loaded, verified and warmed-up interpreter plus its metadata."""
 
@@ -117,19 +137,7 @@ class Model:
         path = Path(model_path)
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-        if not path.is_file():
-            raise RuntimeError(f"model file not found: {path} (MODEL_PATH, or the CLI's --model, names it)")
-        try:
-            metadata = load_metadata(path)
-        except FileNotFoundError:
-            raise RuntimeError(f"model metadata not found next to the model: {path.with_suffix('.json')}") from None
-        if metadata.model_file not in (path.name, path.resolve().name):  # a symlink may rename it
-            # Metadata is found by name (x.tflite -> x.json): one copied or renamed beside
-            # another model says so here, before the digest would (after a cold start's work).
-            raise RuntimeError(
-                f"{path.with_suffix('.json').name} describes {metadata.model_file!r}, not {path.name!r}: "
-                "keep a model and its metadata together, under the names they were converted with"
-            )
+        metadata = model_metadata(path)
         # The digest is computed on a second thread while LiteRT maps, allocates and warms up
         # (hashlib and invoke both release the GIL), so the check adds nothing to a cold start
         # that has a second core. Nothing is served before it matches, and a mismatch is
